@@ -1,0 +1,171 @@
+import { MANIFEST_FILE } from './naming.ts'
+import { verificationError } from './errors.ts'
+
+/**
+ * The manifest is the artifact's table of contents and its proof of
+ * integrity. Every field is typed here and checked on read: restore trusts
+ * nothing it has not validated.
+ */
+export const MANIFEST_FORMAT = 'conductor-backup-manifest'
+export const MANIFEST_VERSION = 1
+
+export interface ManifestFile {
+  /** Relative to the artifact directory, '/'-separated, never '..'. */
+  path: string
+  size: number
+  /** Lower-case hex SHA-256 of the file's bytes. */
+  sha256: string
+}
+
+export interface PostgresSkipped {
+  status: 'skipped'
+  /** Why, in words an operator can act on. */
+  reason: string
+}
+
+export interface PostgresDumped {
+  status: 'dumped'
+  /** Entry in `files` holding the dump. */
+  file: string
+  /** pg_dump's custom format, restorable with pg_restore. */
+  format: 'custom'
+  database: string
+  serverVersion: string
+  pgDumpVersion: string
+}
+
+export type PostgresSection = PostgresSkipped | PostgresDumped
+
+export interface ToolInfo {
+  name: string
+  version: string
+}
+
+export interface Manifest {
+  format: typeof MANIFEST_FORMAT
+  formatVersion: typeof MANIFEST_VERSION
+  tool: ToolInfo
+  /** Final artifact name, e.g. conductor-backup-20240315T120000Z. */
+  artifact: string
+  /** ISO-8601 UTC; the moment the backup started (the RPO point). */
+  createdAt: string
+  /** ISO-8601 UTC; the moment every file was written. */
+  completedAt: string
+  hostname: string
+  postgres: PostgresSection
+  files: ManifestFile[]
+}
+
+export function serializeManifest(manifest: Manifest): string {
+  return JSON.stringify(manifest, null, 2) + '\n'
+}
+
+/** `sha256sum -c manifest.json.sha256` works on it, for operators without this tool. */
+export function manifestSumLine(sha256: string): string {
+  return `${sha256}  ${MANIFEST_FILE}\n`
+}
+
+export function parseManifestSum(text: string): string {
+  const match = /^([0-9a-f]{64}) [ *]manifest\.json\n?$/.exec(text)
+  if (!match) throw verificationError('manifest checksum file is malformed', 'the artifact is damaged; use another backup')
+  return match[1]
+}
+
+type Json = Record<string, unknown>
+
+const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v)
+
+function field<T>(obj: Json, key: string, check: (v: unknown) => v is T, what: string, where: string): T {
+  const value = obj[key]
+  if (!check(value)) throw malformed(`${where}${key} must be ${what}`)
+  return value
+}
+
+const isString = (v: unknown): v is string => typeof v === 'string' && v.length > 0
+const isSize = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0
+const isSha = (v: unknown): v is string => typeof v === 'string' && /^[0-9a-f]{64}$/.test(v)
+const isIsoDate = (v: unknown): v is string =>
+  typeof v === 'string' && /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/.test(v) && !Number.isNaN(Date.parse(v))
+
+function malformed(detail: string) {
+  return verificationError(`manifest is malformed: ${detail}`, 'the artifact is damaged or not a Conductor backup; use another backup')
+}
+
+export function isSafeRelativePath(path: string): boolean {
+  if (path === '' || path.startsWith('/') || path.includes('\\') || path.includes('\0')) return false
+  return path.split('/').every((part) => part !== '' && part !== '.' && part !== '..')
+}
+
+function parseFile(value: unknown, index: number): ManifestFile {
+  const where = `files[${index}].`
+  if (!isObject(value)) throw malformed(`files[${index}] must be an object`)
+  const path = field(value, 'path', isString, 'a relative path', where)
+  if (!isSafeRelativePath(path)) throw malformed(`${where}path '${path}' escapes the artifact`)
+  return {
+    path,
+    size: field(value, 'size', isSize, 'a byte count', where),
+    sha256: field(value, 'sha256', isSha, 'a hex SHA-256', where),
+  }
+}
+
+function parsePostgres(value: unknown, files: ManifestFile[]): PostgresSection {
+  if (!isObject(value)) throw malformed('postgres must be an object')
+  const where = 'postgres.'
+  if (value.status === 'skipped') {
+    return { status: 'skipped', reason: field(value, 'reason', isString, 'a string', where) }
+  }
+  if (value.status !== 'dumped') throw malformed(`postgres.status must be 'skipped' or 'dumped'`)
+  const file = field(value, 'file', isString, 'a file name', where)
+  if (!files.some((f) => f.path === file)) throw malformed(`postgres.file '${file}' is not listed in files`)
+  if (value.format !== 'custom') throw malformed(`postgres.format must be 'custom'`)
+  return {
+    status: 'dumped',
+    file,
+    format: 'custom',
+    database: field(value, 'database', isString, 'a database name', where),
+    serverVersion: field(value, 'serverVersion', isString, 'a version', where),
+    pgDumpVersion: field(value, 'pgDumpVersion', isString, 'a version', where),
+  }
+}
+
+/** Parses and validates; any deviation is a verification failure, never a crash. */
+export function parseManifest(text: string): Manifest {
+  let raw: unknown
+  try {
+    raw = JSON.parse(text)
+  } catch {
+    throw malformed('not valid JSON (truncated or corrupted)')
+  }
+  if (!isObject(raw)) throw malformed('top level must be an object')
+  if (raw.format !== MANIFEST_FORMAT) throw malformed(`format must be '${MANIFEST_FORMAT}'`)
+  if (typeof raw.formatVersion !== 'number') throw malformed('formatVersion must be a number')
+  if (raw.formatVersion !== MANIFEST_VERSION) {
+    throw verificationError(
+      `manifest formatVersion ${raw.formatVersion} is not supported (this tool reads ${MANIFEST_VERSION})`,
+      'restore with the tool version named in manifest.json "tool"',
+    )
+  }
+  const tool = raw.tool
+  if (!isObject(tool)) throw malformed('tool must be an object')
+  if (!Array.isArray(raw.files)) throw malformed('files must be a list')
+  const files = raw.files.map(parseFile)
+  const seen = new Set<string>()
+  for (const f of files) {
+    if (seen.has(f.path)) throw malformed(`files lists '${f.path}' twice`)
+    seen.add(f.path)
+  }
+  return {
+    format: MANIFEST_FORMAT,
+    formatVersion: MANIFEST_VERSION,
+    tool: {
+      name: field(tool, 'name', isString, 'a string', 'tool.'),
+      version: field(tool, 'version', isString, 'a string', 'tool.'),
+    },
+    artifact: field(raw, 'artifact', isString, 'the artifact name', ''),
+    createdAt: field(raw, 'createdAt', isIsoDate, 'an ISO-8601 UTC time', ''),
+    completedAt: field(raw, 'completedAt', isIsoDate, 'an ISO-8601 UTC time', ''),
+    hostname: field(raw, 'hostname', isString, 'a host name', ''),
+    postgres: parsePostgres(raw.postgres, files),
+    files,
+  }
+}

@@ -1,0 +1,60 @@
+#!/usr/bin/env -S sh -c 'd="$(dirname "$(realpath "$0")")/.."; exec node --import "$d/node_modules/tsx/dist/loader.mjs" "$d/node_modules/zx/build/cli.js" "$(realpath "$0")" "$@"'
+// Runs under zx with tsx (see the line above): it finds its own node_modules,
+// so cron may call it by absolute path from any working directory.
+import { parseArgs } from '../lib/args.ts'
+import { runBackup } from '../lib/backup.ts'
+import { runCli, scriptArgs } from '../lib/cli.ts'
+import { envFlag } from '../lib/env.ts'
+import { usageError } from '../lib/errors.ts'
+import { formatBytes } from '../lib/report.ts'
+
+const USAGE = `Usage: backup.sh --output DIR [--include-postgres] [--dry-run] [--json]
+
+Writes DIR/conductor-backup-YYYYMMDDTHHMMSSZ/ (UTC) holding manifest.json,
+manifest.json.sha256 and, when enabled, postgres.dump (pg_dump -Fc).
+
+  --output DIR          where artifacts go; created with mode 0700 if missing
+  --include-postgres    include the database (same as INCLUDE_POSTGRES=true)
+  --dry-run             validate and print the plan; write nothing, need no secrets
+  --json                print one JSON result on stdout (for cron)
+  -h, --help            this text
+
+The database is dumped only when it is included AND ENABLE_POSTGRES_DUMP=true.
+Connection: PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD (or ~/.pgpass), or
+DATABASE_URL. Passwords are never put on a command line or printed.
+
+Exit codes: 0 ok, 1 runtime failure, 2 usage, 3 missing/unusable input,
+4 verification failed, 130 interrupted. See docs/operators-guide.md.`
+
+await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, reporter }) => {
+  const { flags, positional } = parseArgs(argv, {
+    boolean: ['dry-run', 'include-postgres', 'json', 'help'],
+    string: ['output'],
+    alias: { h: 'help' },
+  })
+  if (flags.help) {
+    process.stdout.write(USAGE + '\n')
+    return
+  }
+  if (positional.length > 0) throw usageError(`unexpected argument '${positional[0]}'`, 'backup.sh takes only options; see --help')
+  const output = flags.output
+  if (typeof output !== 'string') throw usageError('--output is required', 'pass --output DIR, e.g. --output /tmp/backups')
+
+  const result = await runBackup(
+    {
+      output,
+      dryRun: Boolean(flags['dry-run']),
+      includePostgres: Boolean(flags['include-postgres']) || envFlag(env, 'INCLUDE_POSTGRES'),
+      enablePostgresDump: envFlag(env, 'ENABLE_POSTGRES_DUMP'),
+      now: new Date(),
+      env,
+    },
+    reporter,
+  )
+  reporter.result(
+    { ...result },
+    result.dryRun
+      ? `dry run ok: would write ${result.path}`
+      : `backup complete: ${result.path} (${formatBytes(result.bytes)}, ${(result.durationMs / 1000).toFixed(1)} s)`,
+  )
+})

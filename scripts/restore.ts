@@ -1,0 +1,58 @@
+#!/usr/bin/env -S sh -c 'd="$(dirname "$(realpath "$0")")/.."; exec node --import "$d/node_modules/tsx/dist/loader.mjs" "$d/node_modules/zx/build/cli.js" "$(realpath "$0")" "$@"'
+// Runs under zx with tsx (see the line above): it finds its own node_modules,
+// so it may be called by absolute path from any working directory.
+import { parseArgs } from '../lib/args.ts'
+import { runCli, scriptArgs } from '../lib/cli.ts'
+import { envFlag } from '../lib/env.ts'
+import { usageError } from '../lib/errors.ts'
+import { runRestore } from '../lib/restore.ts'
+
+const USAGE = `Usage: BACKUP_BASE=DIR restore.sh [--dry-run] [--json] ARTIFACT
+       restore.sh [--dry-run] [--json] PATH/TO/ARTIFACT
+
+Verifies the artifact first (manifest checksum, then every file's size and
+SHA-256); nothing is touched unless all of it matches.
+
+  ARTIFACT     an artifact name under BACKUP_BASE, e.g. conductor-backup-20240315T120000Z,
+               or a path to an artifact directory (anything containing '/')
+  --dry-run    verify and print the plan; change nothing
+  --json       print one JSON result on stdout (for scripts)
+  -h, --help   this text
+
+RESTORE_POSTGRES=true restores the database dump with pg_restore into PGDATABASE
+(or DATABASE_URL's database; by default the database that was backed up, created
+if missing). It is a clean restore: every table, view, function and other object
+contained in the dump is dropped and recreated with the dump's contents; objects
+that are not in the dump are left alone. It runs as one transaction, so a failure
+leaves the database unchanged.
+
+Exit codes: 0 ok, 1 runtime failure, 2 usage, 3 missing/unusable input,
+4 verification failed, 130 interrupted. See docs/operators-guide.md.`
+
+await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, reporter }) => {
+  const { flags, positional } = parseArgs(argv, {
+    boolean: ['dry-run', 'json', 'help'],
+    string: [],
+    alias: { h: 'help' },
+  })
+  if (flags.help) {
+    process.stdout.write(USAGE + '\n')
+    return
+  }
+  if (positional.length > 1) throw usageError(`expected one artifact, got ${positional.length}`, 'pass a single artifact name')
+  const result = await runRestore(
+    {
+      artifact: positional[0],
+      backupBase: env.BACKUP_BASE || undefined,
+      dryRun: Boolean(flags['dry-run']),
+      restorePostgres: envFlag(env, 'RESTORE_POSTGRES'),
+      env,
+    },
+    reporter,
+  )
+  const what = result.postgres.status === 'restored' ? `database ${result.postgres.database} restored` : 'no database restored'
+  reporter.result(
+    { ...result },
+    result.dryRun ? `dry run ok: ${result.artifact} verified, nothing changed` : `restore complete: ${result.artifact} verified, ${what}`,
+  )
+})

@@ -1,0 +1,184 @@
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+export const REPO = fileURLToPath(new URL('..', import.meta.url))
+export const BACKUP = join(REPO, 'scripts', 'backup.sh')
+export const RESTORE = join(REPO, 'scripts', 'restore.sh')
+
+interface Teardown {
+  teardown(fn: () => void | Promise<void>): void
+}
+
+/** The tool's own switches are scrubbed so that the caller's shell cannot leak into a test. */
+export function cleanEnv(extra: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: '1' }
+  for (const name of [
+    'INCLUDE_POSTGRES',
+    'ENABLE_POSTGRES_DUMP',
+    'RESTORE_POSTGRES',
+    'BACKUP_BASE',
+    'DATABASE_URL',
+    'PGDATABASE',
+    'PGPASSWORD',
+    'PGHOST',
+    'PGPORT',
+    'PGUSER',
+    'FORCE_COLOR',
+  ]) {
+    delete env[name]
+  }
+  for (const [k, v] of Object.entries(extra)) {
+    if (v === undefined) delete env[k]
+    else env[k] = v
+  }
+  return env
+}
+
+export interface RunResult {
+  code: number | null
+  signal: NodeJS.Signals | null
+  stdout: string
+  stderr: string
+}
+
+export function collect(child: ChildProcess): Promise<RunResult> {
+  let stdout = ''
+  let stderr = ''
+  child.stdout?.setEncoding('utf8').on('data', (d: string) => (stdout += d))
+  child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d))
+  return new Promise((resolve, reject) => {
+    child.on('error', reject)
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }))
+  })
+}
+
+/** Runs a script as an operator would: a real process, from the repo root. */
+export function run(script: string, args: string[], env: NodeJS.ProcessEnv = cleanEnv()): Promise<RunResult> {
+  return collect(spawn(script, args, { cwd: REPO, env, stdio: ['ignore', 'pipe', 'pipe'] }))
+}
+
+/** Runs one line of shell exactly as a runbook would. */
+export function sh(line: string, env: NodeJS.ProcessEnv = cleanEnv()): Promise<RunResult> {
+  return collect(spawn('bash', ['-c', line], { cwd: REPO, env, stdio: ['ignore', 'pipe', 'pipe'] }))
+}
+
+export function tempDir(t: Teardown, prefix = 'cdr-test-'): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  return dir
+}
+
+export function psql(database: string, sql: string): string {
+  return execFileSync('psql', ['-X', '-A', '-t', '-q', '-v', 'ON_ERROR_STOP=1', '-d', database], {
+    input: sql,
+    encoding: 'utf8',
+    env: cleanEnv(),
+  })
+}
+
+export function dropDatabase(name: string): void {
+  psql('postgres', `DROP DATABASE IF EXISTS "${name}" WITH (FORCE);`)
+}
+
+export function databaseExists(name: string): boolean {
+  return psql('postgres', `SELECT count(*) FROM pg_database WHERE datname = '${name}';`).trim() === '1'
+}
+
+let counter = 0
+/** A database of its own per test, dropped afterwards even if the test fails. */
+export function scratchDatabase(t: Teardown): string {
+  const name = `cdr_test_${process.pid}_${Date.now().toString(36)}_${counter++}`
+  psql('postgres', `CREATE DATABASE "${name}";`)
+  t.teardown(() => dropDatabase(name))
+  return name
+}
+
+/**
+ * Data chosen to break naive dumps: bytea with every byte value, jsonb with
+ * nesting and unicode, multi-script text, NULLs in every nullable column,
+ * timestamps with time zones, numerics beyond float precision.
+ */
+export function fillDatabase(database: string, rows = 3000): void {
+  psql(
+    database,
+    `
+    CREATE TABLE customers (
+      id bigserial PRIMARY KEY,
+      name text NOT NULL,
+      email text,
+      balance numeric(30, 10),
+      created timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE documents (
+      id serial PRIMARY KEY,
+      customer_id bigint REFERENCES customers(id),
+      body bytea,
+      meta jsonb
+    );
+    CREATE TABLE events (
+      id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+      kind text NOT NULL,
+      payload jsonb,
+      tags text[],
+      at timestamptz
+    );
+    CREATE INDEX events_kind ON events(kind);
+    CREATE VIEW rich_customers AS SELECT id, name FROM customers WHERE balance > 1000;
+
+    INSERT INTO customers (name, email, balance, created)
+    SELECT
+      (ARRAY['Zoë', 'Łukasz', '山田太郎', 'O''Brien', 'مرحبا', 'tab\there', E'new\\nline', '🙂 emoji'])[1 + i % 8] || ' #' || i,
+      CASE WHEN i % 7 = 0 THEN NULL ELSE 'user' || i || '@example.com' END,
+      CASE WHEN i % 11 = 0 THEN NULL ELSE (i * 12345.6789012345)::numeric(30, 10) END,
+      timestamptz '2024-03-15 12:00:00+00' + i * interval '1 minute'
+    FROM generate_series(1, ${rows}) AS i;
+
+    INSERT INTO documents (customer_id, body, meta)
+    SELECT
+      1 + i % ${rows},
+      CASE WHEN i % 13 = 0 THEN NULL ELSE decode(repeat(lpad(to_hex(i % 256), 2, '0'), 1 + i % 300), 'hex') || '\\x00ff0a0d5c27'::bytea END,
+      CASE WHEN i % 5 = 0 THEN NULL ELSE jsonb_build_object('i', i, 'nested', jsonb_build_object('ü', ARRAY[i, i * 2]), 'quote', 'it''s "q"') END
+    FROM generate_series(1, ${rows}) AS i;
+
+    INSERT INTO events (id, kind, payload, tags, at)
+    SELECT
+      md5(i::text)::uuid,
+      (ARRAY['login', 'logout', 'purchase'])[1 + i % 3],
+      CASE WHEN i % 4 = 0 THEN 'null'::jsonb ELSE jsonb_build_array(i, 'ß', NULL) END,
+      CASE WHEN i % 6 = 0 THEN NULL ELSE ARRAY['a' || i, 'b,c', 'd"e'] END,
+      CASE WHEN i % 9 = 0 THEN NULL ELSE timestamptz '2024-01-01 00:00:00+00' + i * interval '1 second' END
+    FROM generate_series(1, ${rows}) AS i;
+    `,
+  )
+}
+
+/** Every row of every table, in a stable order, as PostgreSQL's own text form. */
+export function snapshot(database: string): Record<string, string> {
+  const tables = psql(database, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1;")
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+  const out: Record<string, string> = {}
+  for (const table of tables) {
+    out[table] = execFileSync(
+      'psql',
+      ['-X', '-q', '-d', database, '-c', `COPY (SELECT * FROM "${table}" ORDER BY 1) TO STDOUT`],
+      { encoding: 'utf8', env: cleanEnv(), maxBuffer: 256 * 1024 * 1024 },
+    )
+  }
+  out['sequence:customers_id_seq'] = psql(database, 'SELECT last_value FROM customers_id_seq;')
+  out['view:rich_customers'] = psql(database, 'SELECT count(*) FROM rich_customers;')
+  return out
+}
+
+/** Names in a backup directory that look like finished artifacts. */
+export function completeArtifacts(dir: string): string[] {
+  return readdirSync(dir).filter((n) => /^conductor-backup-\d{8}T\d{6}Z$/.test(n))
+}
+
+export function pgEnv(database: string, extra: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
+  return cleanEnv({ PGDATABASE: database, ...extra })
+}
