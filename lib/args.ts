@@ -48,11 +48,6 @@ export function parseArgs(argv: readonly string[], spec: ArgSpec): ParsedArgs {
       throw usageError(`--${name} needs a value`, `pass --${name} DIR`)
     }
   }
-  for (const name of spec.boolean) {
-    if (typeof parsed[name] === 'string') {
-      throw usageError(`--${name} takes no value`)
-    }
-  }
   const positional = parsed._.map(String)
   return { flags, positional }
 }

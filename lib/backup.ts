@@ -70,7 +70,8 @@ export async function checkOutput(output: string): Promise<{ exists: boolean }> 
       }
       break
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+      const code = (err as NodeJS.ErrnoException).code
+      if (code !== 'ENOENT' && code !== 'ENOTDIR') throw err
       existing = false
       const parent = dirname(probe)
       if (parent === probe) break

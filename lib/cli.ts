@@ -46,6 +46,8 @@ export function fromSystemError(err: unknown): DrError | undefined {
       return inputError(`read-only file system${where}`, 'choose a writable destination')
     case 'ENOENT':
       return inputError(`no such file or directory${where}`)
+    case 'ENOTDIR':
+      return inputError(`not a directory${where}`)
     case 'EIO':
       return runtimeError(`I/O error${where}`, 'check the disk; do not trust this destination')
     default:

@@ -148,11 +148,16 @@ export async function checkReachable(conn: PgConnection): Promise<void> {
 }
 
 /** Runs SQL from stdin so that psql variables (:'name') quote values for us. */
-export async function psql(conn: PgConnection, sql: string, vars: Record<string, string> = {}): Promise<string> {
+export async function psql(
+  conn: PgConnection,
+  sql: string,
+  vars: Record<string, string> = {},
+  what = 'psql',
+): Promise<string> {
   const args = ['-X', '-A', '-t', '-q', '-w', '-v', 'ON_ERROR_STOP=1', '-F', '\t']
   for (const [k, v] of Object.entries(vars)) args.push('-v', `${k}=${v}`)
   const result = await run(conn, 'psql', args, sql)
-  if (result.exitCode !== 0) throw failed(conn, 'psql', result, CONNECT_FIX)
+  if (result.exitCode !== 0) throw failed(conn, what, result, CONNECT_FIX)
   return result.stdout
 }
 
@@ -162,7 +167,7 @@ export interface ServerInfo {
 }
 
 export async function serverInfo(conn: PgConnection): Promise<ServerInfo> {
-  const out = await psql(conn, "SELECT current_setting('server_version'), current_database();\n")
+  const out = await psql(conn, "SELECT current_setting('server_version'), current_database();\n", {}, 'connecting to PostgreSQL')
   const [serverVersion, database] = out.trim().split('\t')
   if (!serverVersion || !database) throw runtimeError('could not read the server version from PostgreSQL', CONNECT_FIX)
   return { serverVersion, database }

@@ -1,0 +1,159 @@
+// Pure pieces: each of these decides something an operator relies on.
+import t from 'tap'
+import { parseArgs } from '../lib/args.ts'
+import { planPostgres } from '../lib/backup.ts'
+import { digestBuffer } from '../lib/checksum.ts'
+import { envFlag } from '../lib/env.ts'
+import { DrError } from '../lib/errors.ts'
+import { MANIFEST_FORMAT, parseManifest, parseManifestSum, serializeManifest, type Manifest } from '../lib/manifest.ts'
+import { artifactName, isArtifactName, isPartialName, partialName } from '../lib/naming.ts'
+import { connectionFromEnv, conninfoQuote, parseDatabaseUrl } from '../lib/postgres.ts'
+import { oneLine, redact } from '../lib/redact.ts'
+import { resolveArtifactPath } from '../lib/restore.ts'
+
+const kindOf = (fn: () => unknown): string => {
+  try {
+    fn()
+  } catch (err) {
+    return err instanceof DrError ? err.kind : `not a DrError: ${err}`
+  }
+  return 'no error'
+}
+
+t.test('artifact names match the runbooks', async (t) => {
+  t.equal(artifactName(new Date('2024-03-15T12:00:00.999Z')), 'conductor-backup-20240315T120000Z')
+  t.ok(isArtifactName('conductor-backup-20240315T120000Z'))
+  t.notOk(isArtifactName('conductor-backup-20240315T120000Z.partial'))
+  t.notOk(isArtifactName(partialName('conductor-backup-20240315T120000Z')))
+  t.ok(isPartialName(partialName('conductor-backup-20240315T120000Z')))
+})
+
+t.test('opt-in switches', async (t) => {
+  for (const v of ['true', 'TRUE', '1', 'yes', 'on', ' true ']) t.equal(envFlag({ X: v }, 'X'), true, v)
+  for (const v of ['false', '0', 'no', 'off', '']) t.equal(envFlag({ X: v }, 'X'), false, v)
+  t.equal(envFlag({}, 'X'), false)
+  t.equal(kindOf(() => envFlag({ INCLUDE_POSTGRES: 'ture' }, 'INCLUDE_POSTGRES')), 'usage', 'a typo is an error, not "off"')
+})
+
+t.test('the double opt-in for the dump hook', async (t) => {
+  t.same(planPostgres(true, true), { run: true })
+  const notIncluded = planPostgres(false, true)
+  t.equal(notIncluded.run, false)
+  t.match(!notIncluded.run && notIncluded.reason, /--include-postgres/)
+  const notEnabled = planPostgres(true, false)
+  t.match(!notEnabled.run && notEnabled.reason, /ENABLE_POSTGRES_DUMP=true/)
+})
+
+t.test('flags', async (t) => {
+  const spec = { boolean: ['dry-run', 'help'], string: ['output'], alias: { h: 'help' } }
+  t.same(parseArgs(['--output', '/x', '--dry-run'], spec).flags, { 'dry-run': true, help: false, output: '/x' })
+  t.same(parseArgs(['--output=/x'], spec).flags.output, '/x')
+  t.same(parseArgs(['-h'], spec).flags.help, true)
+  t.same(parseArgs(['a', 'b'], spec).positional, ['a', 'b'])
+  t.equal(kindOf(() => parseArgs(['--outptu', '/x'], spec)), 'usage')
+  t.equal(kindOf(() => parseArgs(['-x'], spec)), 'usage')
+  t.equal(kindOf(() => parseArgs(['--output'], spec)), 'usage', '--output with no value')
+  t.equal(kindOf(() => parseArgs(['--output', 'a', '--output', 'b'], spec)), 'usage')
+  t.equal(parseArgs(['--dry-run=false'], spec).flags['dry-run'], false)
+})
+
+t.test('DATABASE_URL becomes libpq environment, never argv', async (t) => {
+  t.same(parseDatabaseUrl('postgresql://app:p%40ss@db.example:6543/conductor?sslmode=require'), {
+    PGHOST: 'db.example',
+    PGPORT: '6543',
+    PGUSER: 'app',
+    PGPASSWORD: 'p@ss',
+    PGDATABASE: 'conductor',
+    PGSSLMODE: 'require',
+  })
+  t.same(parseDatabaseUrl('postgres:///conductor?host=/var/run/postgresql'), {
+    PGDATABASE: 'conductor',
+    PGHOST: '/var/run/postgresql',
+  })
+  const conn = connectionFromEnv({ DATABASE_URL: 'postgresql://app:hunter22@h/db', PGCONNECT_TIMEOUT: '3' })
+  t.equal(conn.env.PGPASSWORD, 'hunter22')
+  t.ok(conn.secrets.includes('hunter22'))
+  t.same(conn.target, { host: 'h', port: undefined, user: 'app', database: 'db' })
+  t.notMatch(JSON.stringify(conn.target), /hunter22/)
+  try {
+    parseDatabaseUrl('postgresql://app:hunter22@h:notaport/db')
+    t.fail('should throw')
+  } catch (err) {
+    t.notMatch((err as Error).message, /hunter22/, 'an invalid URL is not echoed')
+  }
+  t.equal(kindOf(() => parseDatabaseUrl('mysql://h/db')), 'usage')
+  t.equal(kindOf(() => parseDatabaseUrl('postgresql://h/db?weird=1')), 'usage')
+})
+
+t.test('conninfo quoting', async (t) => {
+  t.equal(conninfoQuote('dbname', "it's a\\db"), "dbname='it\\'s a\\\\db'")
+})
+
+t.test('redaction', async (t) => {
+  t.equal(redact('failed for postgresql://u:secretpw@host/db', []), 'failed for postgresql://u:***@host/db')
+  t.equal(redact("password=abc123 host=x", []), 'password=*** host=x')
+  t.equal(redact('auth with hunter22 failed', ['hunter22']), 'auth with *** failed')
+  t.equal(oneLine('a\n\n  b  \n'), 'a | b')
+})
+
+const goodManifest = (): Manifest => ({
+  format: MANIFEST_FORMAT,
+  formatVersion: 1,
+  tool: { name: 'conductor-dr', version: '0.1.0' },
+  artifact: 'conductor-backup-20240315T120000Z',
+  createdAt: '2024-03-15T12:00:00.000Z',
+  completedAt: '2024-03-15T12:00:05.000Z',
+  hostname: 'db1',
+  postgres: {
+    status: 'dumped',
+    file: 'postgres.dump',
+    format: 'custom',
+    database: 'conductor',
+    serverVersion: '15.4',
+    pgDumpVersion: 'pg_dump (PostgreSQL) 15.4',
+  },
+  files: [{ path: 'postgres.dump', size: 10, sha256: digestBuffer('0123456789').sha256 }],
+})
+
+t.test('manifest round-trips and rejects every malformation', async (t) => {
+  const m = goodManifest()
+  t.same(parseManifest(serializeManifest(m)), m)
+  const bad: Array<[string, (m: any) => void]> = [
+    ['wrong format', (m) => (m.format = 'other')],
+    ['future version', (m) => (m.formatVersion = 2)],
+    ['missing hostname', (m) => delete m.hostname],
+    ['bad date', (m) => (m.createdAt = 'yesterday')],
+    ['negative size', (m) => (m.files[0].size = -1)],
+    ['short sha', (m) => (m.files[0].sha256 = 'abc')],
+    ['path escape', (m) => (m.files[0].path = '../../etc/passwd')],
+    ['absolute path', (m) => (m.files[0].path = '/etc/passwd')],
+    ['duplicate file', (m) => m.files.push({ ...m.files[0] })],
+    ['dump not listed', (m) => (m.postgres.file = 'other.dump')],
+    ['unknown status', (m) => (m.postgres.status = 'maybe')],
+    ['files not a list', (m) => (m.files = {})],
+  ]
+  for (const [name, mutate] of bad) {
+    const copy = structuredClone(m)
+    mutate(copy)
+    t.equal(kindOf(() => parseManifest(JSON.stringify(copy))), 'verification', name)
+  }
+  const text = serializeManifest(m)
+  t.equal(kindOf(() => parseManifest(text.slice(0, text.length / 2))), 'verification', 'truncated')
+  t.equal(kindOf(() => parseManifest('')), 'verification', 'empty')
+})
+
+t.test('manifest checksum line is sha256sum-compatible', async (t) => {
+  const sha = 'a'.repeat(64)
+  t.equal(parseManifestSum(`${sha}  manifest.json\n`), sha)
+  t.equal(parseManifestSum(`${sha} *manifest.json`), sha)
+  t.equal(kindOf(() => parseManifestSum(`${sha}  other.json\n`)), 'verification')
+})
+
+t.test('artifact argument: a name under BACKUP_BASE or a path', async (t) => {
+  t.equal(resolveArtifactPath('conductor-backup-20240315T120000Z', '/b'), '/b/conductor-backup-20240315T120000Z')
+  t.equal(resolveArtifactPath('/x/conductor-backup-20240315T120000Z', undefined), '/x/conductor-backup-20240315T120000Z')
+  t.equal(kindOf(() => resolveArtifactPath(undefined, '/b')), 'usage')
+  t.equal(kindOf(() => resolveArtifactPath('conductor-backup-20240315T120000Z', undefined)), 'usage')
+  t.equal(kindOf(() => resolveArtifactPath('..', '/b')), 'usage')
+  t.equal(kindOf(() => resolveArtifactPath('.conductor-backup-20240315T120000Z.partial', '/b')), 'input')
+})
