@@ -1,8 +1,10 @@
-import { spawn } from 'node:child_process'
+import { spawn, type ChildProcessByStdio } from 'node:child_process'
+import type { Readable } from 'node:stream'
 import { createWriteStream } from 'node:fs'
 import { pipeline } from 'node:stream/promises'
 import { $ } from 'zx'
 import { DigestStream, type Digest } from './checksum.ts'
+import { onInterrupt } from './cli.ts'
 import { fsyncFile } from './durable.ts'
 import { runtimeError, usageError } from './errors.ts'
 import { oneLine, redact } from './redact.ts'
@@ -111,6 +113,9 @@ export function describeTarget(target: PgTarget): string {
   return `${user}${host}${port}/${target.database ?? '(libpq default database)'}`
 }
 
+const notFound = (cmd: string) =>
+  runtimeError(`${cmd} not found on PATH`, 'install the PostgreSQL client tools (apt-get install postgresql-client)')
+
 interface CommandResult {
   exitCode: number
   stdout: string
@@ -119,9 +124,7 @@ interface CommandResult {
 
 async function run(conn: PgConnection, cmd: string, args: string[], input?: string): Promise<CommandResult> {
   const out = await $({ env: conn.env, quiet: true, nothrow: true, input })`${cmd} ${args}`
-  if (out.exitCode === 127) {
-    throw runtimeError(`${cmd} not found on PATH`, 'install the PostgreSQL client tools (apt-get install postgresql-client)')
-  }
+  if (out.exitCode === 127) throw notFound(cmd)
   return { exitCode: out.exitCode ?? 1, stdout: out.stdout, stderr: out.stderr }
 }
 
@@ -196,29 +199,37 @@ export async function dumpDatabase(
     env: conn.env,
     stdio: ['ignore', 'pipe', 'pipe'],
   })
+  // On Ctrl-C or SIGTERM, do not leave pg_dump holding locks on the server.
+  const release = onInterrupt(() => {
+    child.kill('SIGTERM')
+  })
+  try {
+    return await finishDump(conn, child, dest, onProgress)
+  } finally {
+    release()
+  }
+}
+
+async function finishDump(
+  conn: PgConnection,
+  child: ChildProcessByStdio<null, Readable, Readable>,
+  dest: string,
+  onProgress?: (bytes: number) => void,
+): Promise<Digest> {
   const stderr = collectTail(child.stderr)
   const exited = new Promise<number>((resolve, reject) => {
     child.on('error', reject)
     child.on('close', (code, signal) => resolve(code ?? (signal ? 128 : 1)))
   })
   const digester = new DigestStream(onProgress)
-  try {
-    await pipeline(child.stdout, digester, createWriteStream(dest, { flags: 'wx', mode: 0o600 }))
-  } catch (err) {
-    child.kill('SIGTERM')
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT' && (err as NodeJS.ErrnoException).path === undefined) {
-      throw runtimeError('pg_dump not found on PATH', 'install the PostgreSQL client tools (apt-get install postgresql-client)')
-    }
-    throw err
-  }
+  const written = pipeline(child.stdout, digester, createWriteStream(dest, { flags: 'wx', mode: 0o600 }))
   let exitCode: number
   try {
-    exitCode = await exited
+    ;[exitCode] = await Promise.all([exited, written])
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-      throw runtimeError('pg_dump not found on PATH', 'install the PostgreSQL client tools (apt-get install postgresql-client)')
-    }
-    throw err
+    // A full disk must not leave pg_dump running against the server.
+    child.kill('SIGTERM')
+    throw (err as NodeJS.ErrnoException).syscall?.startsWith('spawn') ? notFound('pg_dump') : err
   }
   if (exitCode !== 0) throw failed(conn, 'pg_dump', { exitCode, stderr: stderr() }, CONNECT_FIX)
   await fsyncFile(dest)

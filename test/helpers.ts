@@ -3,6 +3,7 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import type { Test } from 'tap'
 
 export const REPO = fileURLToPath(new URL('..', import.meta.url))
 export const BACKUP = join(REPO, 'scripts', 'backup.sh')
@@ -181,4 +182,16 @@ export function completeArtifacts(dir: string): string[] {
 
 export function pgEnv(database: string, extra: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
   return cleanEnv({ PGDATABASE: database, ...extra })
+}
+
+export const DUMP_ENABLED = { INCLUDE_POSTGRES: 'true', ENABLE_POSTGRES_DUMP: 'true' }
+
+/** A real backup of `db`, with the dump, into a fresh directory. */
+export async function backupOf(t: Test, db: string): Promise<{ base: string; name: string; path: string }> {
+  const base = tempDir(t)
+  const r = await run(BACKUP, ['--output', base], pgEnv(db, DUMP_ENABLED))
+  t.equal(r.code, 0, r.stderr)
+  const [name] = completeArtifacts(base)
+  t.ok(name, 'backup produced an artifact')
+  return { base, name, path: join(base, name) }
 }

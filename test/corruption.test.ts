@@ -1,0 +1,69 @@
+// One damaged byte anywhere in an artifact: restore refuses, the database is untouched.
+import { openSync, readFileSync, readSync, rmSync, truncateSync, writeFileSync, writeSync, closeSync, statSync } from 'node:fs'
+import { createHash } from 'node:crypto'
+import { join } from 'node:path'
+import t from 'tap'
+import { backupOf, fillDatabase, pgEnv, psql, RESTORE, run, scratchDatabase, snapshot } from './helpers.ts'
+
+function flipByte(path: string, offset: number): void {
+  const fd = openSync(path, 'r+')
+  const buf = Buffer.alloc(1)
+  readSync(fd, buf, 0, 1, offset)
+  buf[0] ^= 0x01
+  writeSync(fd, buf, 0, 1, offset)
+  closeSync(fd)
+}
+
+t.test('damaged artifacts are refused before the database is touched', async (t) => {
+  const db = scratchDatabase(t)
+  fillDatabase(db, 500)
+  const { path: pristine } = await backupOf(t, db)
+  const dumpSize = statSync(join(pristine, 'postgres.dump')).size
+  psql(db, "UPDATE customers SET name = 'after the backup';")
+  const current = snapshot(db)
+
+  const damages: Array<{ name: string; damage: (dir: string) => void; message: RegExp }> = [
+    { name: 'one bit in the middle of the dump', damage: (d) => flipByte(join(d, 'postgres.dump'), Math.floor(dumpSize / 2)), message: /postgres\.dump failed its SHA-256 check/ },
+    { name: 'one bit in the last byte of the dump', damage: (d) => flipByte(join(d, 'postgres.dump'), dumpSize - 1), message: /postgres\.dump failed its SHA-256 check/ },
+    { name: 'a truncated dump', damage: (d) => truncateSync(join(d, 'postgres.dump'), dumpSize - 100), message: /postgres\.dump is \d+ bytes, manifest says/ },
+    { name: 'a missing dump', damage: (d) => rmSync(join(d, 'postgres.dump')), message: /postgres\.dump is listed in the manifest but missing/ },
+    { name: 'one bit in the manifest', damage: (d) => flipByte(join(d, 'manifest.json'), 40), message: /manifest\.json does not match its checksum/ },
+    {
+      name: 'a truncated manifest',
+      damage: (d) => truncateSync(join(d, 'manifest.json'), statSync(join(d, 'manifest.json')).size - 10),
+      message: /manifest\.json does not match its checksum/,
+    },
+    {
+      name: 'a manifest edited with its checksum recomputed',
+      damage: (d) => {
+        const text = readFileSync(join(d, 'manifest.json'), 'utf8').replace(/"sha256": "[0-9a-f]{64}"/, '"sha256": "not-a-hash"')
+        writeFileSync(join(d, 'manifest.json'), text)
+        const sum = createHash('sha256').update(text).digest('hex')
+        writeFileSync(join(d, 'manifest.json.sha256'), `${sum}  manifest.json\n`)
+      },
+      message: /manifest is malformed: files\[0\]\.sha256/,
+    },
+    { name: 'a damaged checksum file', damage: (d) => writeFileSync(join(d, 'manifest.json.sha256'), 'garbage\n'), message: /manifest checksum file is malformed/ },
+  ]
+
+  for (const { name, damage, message } of damages) {
+    await t.test(name, async (t) => {
+      const copy = join(pristine, '..', `copy-${Math.random().toString(36).slice(2)}`)
+      await run('cp', ['-a', pristine, copy])
+      damage(copy)
+      for (const args of [['--dry-run', copy], [copy]]) {
+        const r = await run(RESTORE, args, pgEnv(db, { RESTORE_POSTGRES: 'true' }))
+        t.equal(r.code, 4, `verification failure exit code (${args.join(' ')})`)
+        t.match(r.stderr, message)
+        t.notMatch(r.stdout, /restoring/, 'never reached the restore step')
+      }
+      t.same(snapshot(db), current, 'database untouched')
+      rmSync(copy, { recursive: true, force: true })
+    })
+  }
+
+  // The untouched original still restores: the refusals above were about the damage.
+  const ok = await run(RESTORE, [pristine], pgEnv(db, { RESTORE_POSTGRES: 'true' }))
+  t.equal(ok.code, 0, ok.stderr)
+  t.not(snapshot(db).customers, current.customers)
+})

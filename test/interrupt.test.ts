@@ -1,0 +1,103 @@
+// A backup killed part-way must never leave anything that looks complete.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { existsSync, readdirSync } from 'node:fs'
+import { join } from 'node:path'
+import t, { type Test } from 'tap'
+import {
+  BACKUP,
+  cleanEnv,
+  collect,
+  completeArtifacts,
+  DUMP_ENABLED,
+  fillDatabase,
+  pgEnv,
+  psql,
+  REPO,
+  RESTORE,
+  run,
+  scratchDatabase,
+  tempDir,
+} from './helpers.ts'
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+async function waitFor(what: string, check: () => boolean, ms = 20000): Promise<void> {
+  const until = Date.now() + ms
+  while (!check()) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`)
+    await sleep(50)
+  }
+}
+
+/**
+ * Holds an exclusive lock on a table so that pg_dump blocks mid-run:
+ * the backup is then reliably "in the middle of the dump" when we kill it.
+ */
+function holdLock(t: Test, db: string): ChildProcess {
+  const locker = spawn('psql', ['-X', '-q', '-d', db], { env: cleanEnv(), stdio: ['pipe', 'ignore', 'ignore'] })
+  locker.stdin!.write('BEGIN; LOCK TABLE documents IN ACCESS EXCLUSIVE MODE;\n')
+  t.teardown(() => {
+    locker.kill('SIGKILL')
+  })
+  return locker
+}
+
+const dumpWaiting = (db: string) =>
+  psql('postgres', `SELECT count(*) FROM pg_stat_activity WHERE datname = '${db}' AND application_name = 'pg_dump' AND wait_event_type = 'Lock';`).trim() === '1'
+
+const partials = (dir: string) => readdirSync(dir).filter((n) => n.endsWith('.partial'))
+
+t.test('SIGKILL during the dump leaves only a hidden .partial', async (t) => {
+  const db = scratchDatabase(t)
+  fillDatabase(db, 200)
+  const out = tempDir(t)
+  const locker = holdLock(t, db)
+  await sleep(300)
+
+  const backup = spawn(BACKUP, ['--output', out], { cwd: REPO, env: pgEnv(db, DUMP_ENABLED), detached: true, stdio: 'ignore' })
+  const done = collect(backup)
+  await waitFor('pg_dump to block on the lock', () => dumpWaiting(db))
+  t.equal(partials(out).length, 1, 'work in progress is under a .partial name')
+  process.kill(-backup.pid!, 'SIGKILL') // the whole process group: script and pg_dump
+  const r = await done
+  t.equal(r.signal, 'SIGKILL')
+  locker.kill('SIGKILL')
+
+  t.same(completeArtifacts(out), [], 'no complete-looking artifact')
+  const [partial] = partials(out)
+  t.ok(partial.startsWith('.'), 'hidden from plain ls')
+  t.notOk(existsSync(join(out, partial, 'manifest.json')), 'no manifest in the partial')
+
+  const refused = await run(RESTORE, [partial], cleanEnv({ BACKUP_BASE: out }))
+  t.equal(refused.code, 3)
+  t.match(refused.stderr, /incomplete backup/)
+
+  // The next run succeeds and tells the operator about the leftover.
+  await sleep(1000)
+  const next = await run(BACKUP, ['--output', out], pgEnv(db, DUMP_ENABLED))
+  t.equal(next.code, 0, next.stderr)
+  t.match(next.stderr, /1 incomplete backup\(s\) from interrupted runs/)
+  t.equal(completeArtifacts(out).length, 1)
+})
+
+for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  t.test(`${signal} during the dump removes the partial and exits 130`, async (t) => {
+    const db = scratchDatabase(t)
+    fillDatabase(db, 200)
+    const out = tempDir(t)
+    const locker = holdLock(t, db)
+    await sleep(300)
+
+    const backup = spawn(BACKUP, ['--output', out], { cwd: REPO, env: pgEnv(db, DUMP_ENABLED), stdio: ['ignore', 'pipe', 'pipe'] })
+    const done = collect(backup)
+    await waitFor('pg_dump to block on the lock', () => dumpWaiting(db))
+    backup.kill(signal) // the script alone, as cron or systemd would
+    const r = await done
+    t.equal(r.code, 130, r.stderr)
+    t.match(r.stderr, new RegExp(`interrupted by ${signal}`))
+    t.same(readdirSync(out), [], 'nothing left behind')
+    await waitFor('pg_dump to go away', () => !dumpWaiting(db), 5000)
+    t.pass('pg_dump did not outlive the backup')
+    locker.kill('SIGKILL')
+  })
+}
