@@ -152,6 +152,8 @@ export async function runBackup(opts: BackupOptions, reporter: Reporter): Promis
     pg = { conn, pgDumpVersion: await checkPostgresTools(conn, reporter) }
   } else {
     reporter.line(`postgres: skipped — ${pgPlan.reason}`)
+    // Asked for the database but will not get it: say so where cron mail will show it.
+    if (opts.includePostgres) reporter.warn(`the database will not be backed up: ${pgPlan.reason}`)
   }
 
   if (opts.dryRun) {

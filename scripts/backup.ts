@@ -55,6 +55,8 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, repo
     { ...result },
     result.dryRun
       ? `dry run ok: would write ${result.path}`
-      : `backup complete: ${result.path} (${formatBytes(result.bytes)}, ${(result.durationMs / 1000).toFixed(1)} s)`,
+      : `backup complete: ${result.path} (${
+          result.postgres.status === 'dumped' ? `database ${result.postgres.database}, ${formatBytes(result.bytes)}` : 'manifest only, database skipped'
+        }, ${(result.durationMs / 1000).toFixed(1)} s)`,
   )
 })

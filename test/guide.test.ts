@@ -44,6 +44,8 @@ t.test('guide workflow against a real database', async (t) => {
 
   const plain = await sh(line(GUIDE_LINES.backup), env)
   t.equal(plain.code, 0, plain.stderr)
+  t.match(plain.stderr, /warning: the database will not be backed up: .*ENABLE_POSTGRES_DUMP=true/)
+  t.match(plain.stdout, /manifest only, database skipped/)
   t.equal(statSync(base).mode & 0o777, 0o700, 'output directory is private')
   const [first] = completeArtifacts(base)
   t.ok(first, 'one artifact written')
