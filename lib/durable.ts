@@ -43,10 +43,8 @@ export async function publishDir(from: string, to: string, parent: string): Prom
 }
 
 /** Creates the backup destination private to the operator (0700). */
-export async function ensurePrivateDir(dir: string): Promise<boolean> {
-  const existed = await exists(dir)
+export async function ensurePrivateDir(dir: string): Promise<void> {
   await mkdir(dir, { recursive: true, mode: 0o700 })
-  return !existed
 }
 
 export async function exists(path: string): Promise<boolean> {

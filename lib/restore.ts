@@ -1,4 +1,4 @@
-import { readFile, stat } from 'node:fs/promises'
+import { readdir, readFile, stat } from 'node:fs/promises'
 import { basename, join, resolve, sep } from 'node:path'
 import { digestBuffer, digestFile } from './checksum.ts'
 import { inputError, usageError, verificationError } from './errors.ts'
@@ -84,6 +84,11 @@ export async function verifyArtifact(dir: string, reporter: Reporter): Promise<M
   const manifest = parseManifest(manifestBytes.toString('utf8'))
   if (isArtifactName(basename(dir)) && manifest.artifact !== basename(dir)) {
     reporter.warn(`artifact directory ${basename(dir)} was renamed; its manifest names ${manifest.artifact}`)
+  }
+  const listed = new Set([MANIFEST_FILE, MANIFEST_SUM_FILE, ...manifest.files.map((f) => f.path.split('/')[0])])
+  const unlisted = (await readdir(dir)).filter((name) => !listed.has(name))
+  if (unlisted.length > 0) {
+    reporter.warn(`not in the manifest, ignored: ${unlisted.join(', ')} (something other than the backup wrote into the artifact)`)
   }
   for (const file of manifest.files) {
     const path = join(dir, ...file.path.split('/'))

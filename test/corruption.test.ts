@@ -62,6 +62,14 @@ t.test('damaged artifacts are refused before the database is touched', async (t)
     })
   }
 
+  await t.test('a stray file is reported, not restored, and does not block', async (t) => {
+    writeFileSync(join(pristine, 'stray.txt'), 'x')
+    const r = await run(RESTORE, ['--dry-run', pristine], pgEnv(db))
+    t.equal(r.code, 0, r.stderr)
+    t.match(r.stderr, /not in the manifest, ignored: stray\.txt/)
+    rmSync(join(pristine, 'stray.txt'))
+  })
+
   // The untouched original still restores: the refusals above were about the damage.
   const ok = await run(RESTORE, [pristine], pgEnv(db, { RESTORE_POSTGRES: 'true' }))
   t.equal(ok.code, 0, ok.stderr)
