@@ -15,6 +15,7 @@ import {
   type ManifestFile,
   type PostgresDumped,
   type PostgresSection,
+  type PostgresSkipped,
 } from './manifest.ts'
 import { artifactName, isPartialName, MANIFEST_FILE, MANIFEST_SUM_FILE, partialName, POSTGRES_DUMP_FILE } from './naming.ts'
 import {
@@ -117,14 +118,14 @@ async function dumpPostgres(
   pgDumpVersion: string,
   dir: string,
   reporter: Reporter,
-): Promise<{ file: ManifestFile; section: PostgresDumped }> {
+): Promise<{ files: ManifestFile[]; section: PostgresDumped }> {
   const info = await serverInfo(conn)
   reporter.line(`postgres: dumping database ${info.database} (server ${info.serverVersion})`)
   const digest = await dumpDatabase(conn, join(dir, POSTGRES_DUMP_FILE), (bytes) => reporter.progress('dumping database', bytes))
   reporter.endProgress()
   reporter.line(`postgres: ${formatBytes(digest.size)} sha256 ${digest.sha256}`)
   return {
-    file: { path: POSTGRES_DUMP_FILE, ...digest },
+    files: [{ path: POSTGRES_DUMP_FILE, ...digest }],
     section: {
       status: 'dumped',
       file: POSTGRES_DUMP_FILE,
@@ -146,11 +147,12 @@ export async function runBackup(opts: BackupOptions, reporter: Reporter): Promis
   reporter.heading(`${opts.dryRun ? 'Backup plan (dry run)' : 'Backup'}: ${finalPath}`)
   const { exists: outputExists } = await checkOutput(output)
   reporter.line(`output: ${output}${outputExists ? '' : ' (will be created, mode 0700)'}`)
-  let pg: { conn: PgConnection; pgDumpVersion: string } | undefined
+  let pg: { run: true; conn: PgConnection; pgDumpVersion: string } | { run: false; skipped: PostgresSkipped }
   if (pgPlan.run) {
     const conn = connectionFromEnv(opts.env)
-    pg = { conn, pgDumpVersion: await checkPostgresTools(conn, reporter) }
+    pg = { run: true, conn, pgDumpVersion: await checkPostgresTools(conn, reporter) }
   } else {
+    pg = { run: false, skipped: { status: 'skipped', reason: pgPlan.reason } }
     reporter.line(`postgres: skipped — ${pgPlan.reason}`)
     // Asked for the database but will not get it: say so where cron mail will show it.
     if (opts.includePostgres) reporter.warn(`the database will not be backed up: ${pgPlan.reason}`)
@@ -162,7 +164,7 @@ export async function runBackup(opts: BackupOptions, reporter: Reporter): Promis
       dryRun: true,
       artifact: name,
       path: finalPath,
-      postgres: pgPlan.run ? { status: 'planned' } : { status: 'skipped', reason: pgPlan.reason },
+      postgres: pg.run ? { status: 'planned' } : pg.skipped,
       files: [],
       bytes: 0,
       durationMs: Date.now() - started,
@@ -175,9 +177,9 @@ export async function runBackup(opts: BackupOptions, reporter: Reporter): Promis
     reporter.warn(`${output} is accessible to other users (mode ${mode.toString(8)}); run chmod 700 ${output}`)
   }
   await warnAboutLeftovers(output, reporter)
-  if (await exists(finalPath)) {
-    throw runtimeError(`artifact ${name} already exists in ${output}`, 'another backup finished this second; run again')
-  }
+  const alreadyExists = () =>
+    runtimeError(`artifact ${name} already exists in ${output}`, 'another backup finished this second; run again')
+  if (await exists(finalPath)) throw alreadyExists()
 
   const partial = join(output, partialName(name))
   try {
@@ -191,15 +193,9 @@ export async function runBackup(opts: BackupOptions, reporter: Reporter): Promis
   const discard = () => rm(partial, { recursive: true, force: true })
   const release = onInterrupt(discard)
   try {
-    const files: ManifestFile[] = []
-    let postgres: PostgresSection
-    if (pg) {
-      const dumped = await dumpPostgres(pg.conn, pg.pgDumpVersion, partial, reporter)
-      files.push(dumped.file)
-      postgres = dumped.section
-    } else {
-      postgres = { status: 'skipped', reason: pgPlan.run ? 'not run' : pgPlan.reason }
-    }
+    const { files, section: postgres }: { files: ManifestFile[]; section: PostgresSection } = pg.run
+      ? await dumpPostgres(pg.conn, pg.pgDumpVersion, partial, reporter)
+      : { files: [], section: pg.skipped }
 
     const manifest: Manifest = {
       format: MANIFEST_FORMAT,
@@ -219,10 +215,7 @@ export async function runBackup(opts: BackupOptions, reporter: Reporter): Promis
       await publishDir(partial, finalPath, output)
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code
-      if (code === 'ENOTEMPTY' || code === 'EEXIST') {
-        throw runtimeError(`artifact ${name} already exists in ${output}`, 'another backup finished this second; run again')
-      }
-      throw err
+      throw code === 'ENOTEMPTY' || code === 'EEXIST' ? alreadyExists() : err
     }
     release()
     const bytes = files.reduce((sum, f) => sum + f.size, 0)
