@@ -6,7 +6,7 @@ import { $ } from 'zx'
 import { DigestStream, type Digest } from './checksum.ts'
 import { onInterrupt } from './cli.ts'
 import { fsyncFile } from './durable.ts'
-import { runtimeError, usageError } from './errors.ts'
+import { runtimeError, usageError, verificationError } from './errors.ts'
 import { oneLine, redact } from './redact.ts'
 
 /**
@@ -234,6 +234,23 @@ async function finishDump(
   if (exitCode !== 0) throw failed(conn, 'pg_dump', { exitCode, stderr: stderr() }, CONNECT_FIX)
   await fsyncFile(dest)
   return digester.digest()
+}
+
+/**
+ * Reads the archive's table of contents with the pg_restore that will do
+ * the restore: a dump from a newer pg_dump, or one damaged before its
+ * checksum was taken, fails here, before the database is touched.
+ */
+export async function checkArchive(conn: PgConnection, dumpPath: string): Promise<void> {
+  // The table of contents can be long; only the verdict is wanted.
+  const out = await $({ env: conn.env, quiet: true, nothrow: true })`pg_restore --list ${dumpPath} > /dev/null`
+  if (out.exitCode === 127) throw notFound('pg_restore')
+  if (out.exitCode !== 0) {
+    throw verificationError(
+      `the dump cannot be read by this pg_restore: ${oneLine(redact(out.stderr, conn.secrets))}`,
+      'use a pg_restore at least as new as the pg_dump named in manifest.json, or another backup',
+    )
+  }
 }
 
 /**

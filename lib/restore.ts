@@ -5,6 +5,7 @@ import { inputError, usageError, verificationError } from './errors.ts'
 import { parseManifest, parseManifestSum, type Manifest } from './manifest.ts'
 import { isArtifactName, isPartialName, MANIFEST_FILE, MANIFEST_SUM_FILE } from './naming.ts'
 import {
+  checkArchive,
   checkReachable,
   connectionFromEnv,
   createDatabase,
@@ -159,6 +160,9 @@ export async function runRestore(opts: RestoreOptions, reporter: Reporter): Prom
   const database = conn.target.database ?? manifest.postgres.database
   const target = withDatabase(conn, database)
   const version = await toolVersion(target, 'pg_restore')
+  const dumpPath = join(path, manifest.postgres.file)
+  await checkArchive(target, dumpPath)
+  reporter.line(`checked ${manifest.postgres.file} is a readable archive (dumped by ${manifest.postgres.pgDumpVersion})`)
   await checkReachable(target)
   reporter.line(
     `postgres: replace every object of the dump in ${describeTarget(target.target)} with ${version} (one transaction; objects not in the dump are kept)`,
@@ -172,6 +176,6 @@ export async function runRestore(opts: RestoreOptions, reporter: Reporter): Prom
     await createDatabase(target, database)
   }
   reporter.line(`postgres: restoring ${manifest.postgres.database} into ${database}…`)
-  await restoreDatabase(target, join(path, manifest.postgres.file), database)
+  await restoreDatabase(target, dumpPath, database)
   return { ...base, dryRun: false, postgres: { status: 'restored', database }, durationMs: Date.now() - started }
 }

@@ -43,6 +43,21 @@ t.test('damaged artifacts are refused before the database is touched', async (t)
       },
       message: /manifest is malformed: files\[0\]\.sha256/,
     },
+    {
+      name: 'a dump damaged before it was checksummed (checksums recomputed)',
+      damage: (d) => {
+        const dump = join(d, 'postgres.dump')
+        writeFileSync(dump, Buffer.from('PGDMP but not really an archive'))
+        const st = statSync(dump)
+        const digest = createHash('sha256').update(readFileSync(dump)).digest('hex')
+        const text = readFileSync(join(d, 'manifest.json'), 'utf8')
+          .replace(/"size": \d+/, `"size": ${st.size}`)
+          .replace(/"sha256": "[0-9a-f]{64}"/, `"sha256": "${digest}"`)
+        writeFileSync(join(d, 'manifest.json'), text)
+        writeFileSync(join(d, 'manifest.json.sha256'), `${createHash('sha256').update(text).digest('hex')}  manifest.json\n`)
+      },
+      message: /the dump cannot be read by this pg_restore/,
+    },
     { name: 'a damaged checksum file', damage: (d) => writeFileSync(join(d, 'manifest.json.sha256'), 'garbage\n'), message: /manifest checksum file is malformed/ },
   ]
 
