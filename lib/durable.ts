@@ -1,5 +1,6 @@
 import { constants } from 'node:fs'
 import { mkdir, open, rename, stat } from 'node:fs/promises'
+import { dirname } from 'node:path'
 
 /** fsync a directory so that entries created or renamed in it survive a crash. */
 export async function fsyncDir(dir: string): Promise<void> {
@@ -44,7 +45,9 @@ export async function publishDir(from: string, to: string, parent: string): Prom
 
 /** Creates the backup destination private to the operator (0700). */
 export async function ensurePrivateDir(dir: string): Promise<void> {
-  await mkdir(dir, { recursive: true, mode: 0o700 })
+  const created = await mkdir(dir, { recursive: true, mode: 0o700 })
+  // A destination created just now must survive a crash along with what goes in it.
+  if (created !== undefined) await fsyncDir(dirname(created))
 }
 
 export async function exists(path: string): Promise<boolean> {
