@@ -81,7 +81,9 @@ export async function runCli(argv: string[], main: (ctx: CliContext) => Promise<
           // best effort: we are already exiting
         }
       }
-      reporter.failure(new DrError('interrupted', `interrupted by ${signal}; nothing was completed`, 'partial work was removed'))
+      reporter.failure(
+        new DrError('interrupted', `interrupted by ${signal} before finishing`, 'its partial work was stopped and removed; run it again'),
+      )
       process.exit(ExitCode.interrupted)
     })()
   }

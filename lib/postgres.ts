@@ -123,7 +123,12 @@ interface CommandResult {
 }
 
 async function run(conn: PgConnection, cmd: string, args: string[], input?: string): Promise<CommandResult> {
-  const out = await $({ env: conn.env, quiet: true, nothrow: true, input })`${cmd} ${args}`
+  const child = $({ env: conn.env, quiet: true, nothrow: true, input })`${cmd} ${args}`
+  // An interrupted run must not leave e.g. pg_restore going on to commit behind our back.
+  const release = onInterrupt(async () => {
+    await child.kill('SIGTERM').catch(() => {})
+  })
+  const out = await child.finally(release)
   if (out.exitCode === 127) throw notFound(cmd)
   return { exitCode: out.exitCode ?? 1, stdout: out.stdout, stderr: out.stderr }
 }

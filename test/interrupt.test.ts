@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import {
   BACKUP,
+  backupOf,
   cleanEnv,
   collect,
   completeArtifacts,
@@ -16,6 +17,7 @@ import {
   RESTORE,
   run,
   scratchDatabase,
+  snapshot,
   tempDir,
 } from './helpers.ts'
 
@@ -101,3 +103,33 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     locker.kill('SIGKILL')
   })
 }
+
+t.test('SIGTERM during a database restore rolls it back and stops pg_restore', async (t) => {
+  const db = scratchDatabase(t)
+  fillDatabase(db, 200)
+  const { path } = await backupOf(t, db)
+  psql(db, "UPDATE customers SET name = 'current';")
+  const before = snapshot(db)
+  // A reader holding a lock: the restore's DROP TABLE waits behind it.
+  const reader = spawn('psql', ['-X', '-q', '-d', db], { env: cleanEnv(), stdio: ['pipe', 'ignore', 'ignore'] })
+  reader.stdin!.write('BEGIN; SELECT count(*) FROM documents;\n')
+  t.teardown(() => {
+    reader.kill('SIGKILL')
+  })
+  await sleep(300)
+
+  const restore = spawn(RESTORE, [path], { cwd: REPO, env: pgEnv(db, { RESTORE_POSTGRES: 'true' }), stdio: ['ignore', 'pipe', 'pipe'] })
+  const done = collect(restore)
+  const restoreWaiting = () =>
+    psql('postgres', `SELECT count(*) FROM pg_stat_activity WHERE datname = '${db}' AND application_name = 'pg_restore' AND wait_event_type = 'Lock';`).trim() === '1'
+  await waitFor('pg_restore to block on the lock', restoreWaiting)
+  restore.kill('SIGTERM')
+  const r = await done
+  t.equal(r.code, 130, r.stderr)
+  t.match(r.stderr, /interrupted by SIGTERM/)
+  const restoreGone = () =>
+    psql('postgres', `SELECT count(*) FROM pg_stat_activity WHERE datname = '${db}' AND application_name = 'pg_restore';`).trim() === '0'
+  await waitFor('pg_restore to go away', restoreGone, 5000)
+  reader.kill('SIGKILL')
+  t.same(snapshot(db), before, 'the database is as it was before the restore began')
+})
