@@ -42,11 +42,11 @@ export function parseArgs(argv: readonly string[], spec: ArgSpec): ParsedArgs {
   for (const name of spec.string) {
     const value: unknown = parsed[name]
     if (Array.isArray(value)) throw usageError(`--${name} given more than once`)
-    // `--output` with no value parses as '' — treat it as missing, not as cwd.
-    flags[name] = typeof value === 'string' && value !== '' ? value : undefined
+    // minimist turns a bare `--output` into '': that must not quietly mean the current directory.
     if (value === '' && argv.some((a) => a === `--${name}` || a.startsWith(`--${name}=`))) {
       throw usageError(`--${name} needs a value`, `pass --${name} DIR`)
     }
+    flags[name] = typeof value === 'string' && value !== '' ? value : undefined
   }
   const positional = parsed._.map(String)
   return { flags, positional }

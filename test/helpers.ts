@@ -9,10 +9,6 @@ export const REPO = fileURLToPath(new URL('..', import.meta.url))
 export const BACKUP = join(REPO, 'scripts', 'backup.sh')
 export const RESTORE = join(REPO, 'scripts', 'restore.sh')
 
-interface Teardown {
-  teardown(fn: () => void | Promise<void>): void
-}
-
 /** The tool's own switches are scrubbed so that the caller's shell cannot leak into a test. */
 export function cleanEnv(extra: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: '1' }
@@ -66,7 +62,7 @@ export function sh(line: string, env: NodeJS.ProcessEnv = cleanEnv()): Promise<R
   return collect(spawn('bash', ['-c', line], { cwd: REPO, env, stdio: ['ignore', 'pipe', 'pipe'] }))
 }
 
-export function tempDir(t: Teardown, prefix = 'cdr-test-'): string {
+export function tempDir(t: Test, prefix = 'cdr-test-'): string {
   const dir = mkdtempSync(join(tmpdir(), prefix))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   return dir
@@ -90,7 +86,7 @@ export function databaseExists(name: string): boolean {
 
 let counter = 0
 /** A database of its own per test, dropped afterwards even if the test fails. */
-export function scratchDatabase(t: Teardown): string {
+export function scratchDatabase(t: Test): string {
   const name = `cdr_test_${process.pid}_${Date.now().toString(36)}_${counter++}`
   psql('postgres', `CREATE DATABASE "${name}";`)
   t.teardown(() => dropDatabase(name))
