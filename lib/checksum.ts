@@ -39,7 +39,7 @@ export async function digestFile(
   onProgress?: (bytes: number) => void,
 ): Promise<Digest> {
   const digester = new DigestStream(onProgress)
-  await pipeline(createReadStream(path), digester, async function* (source) {
+  await pipeline(createReadStream(path), digester, async (source: AsyncIterable<Buffer>) => {
     for await (const _ of source) {
       // drain: only the digest is wanted
     }
