@@ -30,6 +30,10 @@ export interface PostgresDumped {
   /** pg_dump's custom format, restorable with pg_restore. */
   format: 'custom'
   database: string
+  /** Recreating a lost database needs these; pg_dump without --create omits them. */
+  encoding: string
+  collate: string
+  ctype: string
   serverVersion: string
   pgDumpVersion: string
 }
@@ -82,6 +86,7 @@ function field<T>(obj: Json, key: string, check: (v: unknown) => v is T, what: s
 }
 
 const isString = (v: unknown): v is string => typeof v === 'string' && v.length > 0
+const isText = (v: unknown): v is string => typeof v === 'string'
 const isSize = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0
 const isSha = (v: unknown): v is string => typeof v === 'string' && /^[0-9a-f]{64}$/.test(v)
 const isIsoDate = (v: unknown): v is string =>
@@ -123,6 +128,9 @@ function parsePostgres(value: unknown, files: ManifestFile[]): PostgresSection {
     file,
     format: 'custom',
     database: field(value, 'database', isString, 'a database name', where),
+    encoding: field(value, 'encoding', isString, 'an encoding name', where),
+    collate: field(value, 'collate', isText, 'a locale name', where),
+    ctype: field(value, 'ctype', isText, 'a locale name', where),
     serverVersion: field(value, 'serverVersion', isString, 'a version', where),
     pgDumpVersion: field(value, 'pgDumpVersion', isString, 'a version', where),
   }

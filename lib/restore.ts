@@ -172,8 +172,9 @@ export async function runRestore(opts: RestoreOptions, reporter: Reporter): Prom
     return { ...base, dryRun: true, postgres: { status: 'planned', database }, durationMs: Date.now() - started }
   }
   if (!(await databaseExists(target, database))) {
-    reporter.line(`postgres: database ${database} does not exist; creating it`)
-    await createDatabase(target, database)
+    const { encoding, collate, ctype } = manifest.postgres
+    reporter.line(`postgres: database ${database} does not exist; creating it (${encoding}, collate ${collate || 'default'})`)
+    await createDatabase(target, database, { encoding, collate, ctype })
   }
   reporter.line(`postgres: restoring ${manifest.postgres.database} into ${database}…`)
   await restoreDatabase(target, dumpPath, database)

@@ -86,3 +86,23 @@ t.test('a failing restore rolls back and leaves the database as it was', async (
   t.same(snapshot(db), before, 'every row as it was before the attempt')
   t.equal(psql(db, 'SELECT count(*) FROM other.names;').trim(), '300')
 })
+
+t.test('a lost database is recreated with its own encoding and locale', async (t) => {
+  const name = `cdr_test_latin1_${process.pid}_${Date.now().toString(36)}`
+  psql('postgres', `CREATE DATABASE "${name}" TEMPLATE template0 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C';`)
+  t.teardown(() => dropDatabase(name))
+  // Characters that exist in LATIN1, sorted by byte value under the C locale.
+  psql(name, "CREATE TABLE words (w text PRIMARY KEY); INSERT INTO words VALUES ('zèbre'), ('Émile'), ('año'), ('ñu'), ('Zürich');")
+  const original = psql(name, 'SELECT string_agg(w, \',\' ORDER BY w) FROM words;')
+  const { path } = await backupOf(t, name)
+
+  dropDatabase(name)
+  const r = await run(RESTORE, [path], pgEnv(name, { RESTORE_POSTGRES: 'true' }))
+  t.equal(r.code, 0, r.stderr)
+  t.match(r.stdout, /creating it \(LATIN1, collate C\)/)
+  t.equal(
+    psql('postgres', `SELECT pg_encoding_to_char(encoding) || ' ' || datcollate || ' ' || datctype FROM pg_database WHERE datname = '${name}';`).trim(),
+    'LATIN1 C C',
+  )
+  t.equal(psql(name, 'SELECT string_agg(w, \',\' ORDER BY w) FROM words;'), original, 'same rows in the same order')
+})

@@ -109,6 +109,9 @@ const goodManifest = (): Manifest => ({
     file: 'postgres.dump',
     format: 'custom',
     database: 'conductor',
+    encoding: 'UTF8',
+    collate: 'C.UTF-8',
+    ctype: 'C.UTF-8',
     serverVersion: '15.4',
     pgDumpVersion: 'pg_dump (PostgreSQL) 15.4',
   },
@@ -131,6 +134,7 @@ t.test('manifest round-trips and rejects every malformation', async (t) => {
     ['dump not listed', (m) => (m.postgres.file = 'other.dump')],
     ['unknown status', (m) => (m.postgres.status = 'maybe')],
     ['files not a list', (m) => (m.files = {})],
+    ['missing encoding', (m) => delete m.postgres.encoding],
   ]
   for (const [name, mutate] of bad) {
     const copy = structuredClone(m)
