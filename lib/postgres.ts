@@ -272,8 +272,7 @@ async function finishDump(
  */
 export async function checkArchive(conn: PgConnection, dumpPath: string): Promise<void> {
   // The table of contents can be long; only the verdict is wanted.
-  const out = await $({ env: conn.env, quiet: true, nothrow: true })`pg_restore --list ${dumpPath} > /dev/null`
-  if (out.exitCode === 127) throw notFound('pg_restore')
+  const out = await run(conn, 'pg_restore', ['--list', '--file=/dev/null', dumpPath])
   if (out.exitCode !== 0) {
     throw verificationError(
       `the dump cannot be read by this pg_restore: ${oneLine(redact(out.stderr, conn.secrets))}`,
