@@ -1,12 +1,12 @@
 #!/usr/bin/env -S sh -c 'd="$(dirname "$(realpath "$0")")/.."; exec node --import "$d/node_modules/tsx/dist/loader.mjs" "$d/node_modules/zx/build/cli.js" "$(realpath "$0")" "$@"'
 // Runs under zx with tsx (see the line above): it finds its own node_modules,
 // so cron may call it by absolute path from any working directory.
-import { parseArgs } from '../lib/args.ts'
-import { runBackup } from '../lib/backup.ts'
-import { runCli, scriptArgs } from '../lib/cli.ts'
-import { envFlag } from '../lib/env.ts'
-import { usageError } from '../lib/errors.ts'
-import { formatBytes } from '../lib/report.ts'
+import { parseArgs } from '../lib/cli/args.ts'
+import { runBackup } from '../lib/commands/backup.ts'
+import { runCli, scriptArgs } from '../lib/cli/run.ts'
+import { envFlag, flagOrEnv } from '../lib/cli/switches.ts'
+import { usageError } from '../lib/cli/errors.ts'
+import { formatBytes } from '../lib/cli/report.ts'
 
 const USAGE = `Usage: backup.sh --output DIR [--include-postgres] [--dry-run] [--json]
 
@@ -44,7 +44,7 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, repo
     {
       output,
       dryRun: Boolean(flags['dry-run']),
-      includePostgres: Boolean(flags['include-postgres']) || envFlag(env, 'INCLUDE_POSTGRES'),
+      includePostgres: flagOrEnv(flags['include-postgres'] === true, env, 'INCLUDE_POSTGRES'),
       enablePostgresDump: envFlag(env, 'ENABLE_POSTGRES_DUMP'),
       now: new Date(),
       env,

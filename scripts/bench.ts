@@ -7,9 +7,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { $ } from 'zx'
-import { parseArgs } from '../lib/args.ts'
-import { runCli, scriptArgs } from '../lib/cli.ts'
-import { formatBytes } from '../lib/report.ts'
+import { parseArgs } from '../lib/cli/args.ts'
+import { runCli, scriptArgs } from '../lib/cli/run.ts'
+import { formatBytes } from '../lib/cli/report.ts'
 
 const USAGE = `Usage: scripts/bench.ts [--database NAME] [--megabytes N] [--runs N] [--json]
 

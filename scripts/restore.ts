@@ -1,11 +1,11 @@
 #!/usr/bin/env -S sh -c 'd="$(dirname "$(realpath "$0")")/.."; exec node --import "$d/node_modules/tsx/dist/loader.mjs" "$d/node_modules/zx/build/cli.js" "$(realpath "$0")" "$@"'
 // Runs under zx with tsx (see the line above): it finds its own node_modules,
 // so it may be called by absolute path from any working directory.
-import { parseArgs } from '../lib/args.ts'
-import { runCli, scriptArgs } from '../lib/cli.ts'
-import { envFlag } from '../lib/env.ts'
-import { usageError } from '../lib/errors.ts'
-import { runRestore } from '../lib/restore.ts'
+import { parseArgs } from '../lib/cli/args.ts'
+import { runCli, scriptArgs } from '../lib/cli/run.ts'
+import { envFlag } from '../lib/cli/switches.ts'
+import { usageError } from '../lib/cli/errors.ts'
+import { runRestore } from '../lib/commands/restore.ts'
 
 const USAGE = `Usage: BACKUP_BASE=DIR restore.sh [--dry-run] [--json] ARTIFACT
        restore.sh [--dry-run] [--json] PATH/TO/ARTIFACT

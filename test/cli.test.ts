@@ -3,8 +3,8 @@ import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { spawn } from 'node:child_process'
 import t from 'tap'
-import { artifactName } from '../lib/naming.ts'
-import { BACKUP, cleanEnv, collect, completeArtifacts, RESTORE, run, tempDir } from './helpers.ts'
+import { artifactName } from '../lib/artifact/naming.ts'
+import { BACKUP, cleanEnv, collect, completeArtifacts, RESTORE, run, sh, tempDir } from './helpers.ts'
 
 t.test('--help documents flags, environment and exit codes', async (t) => {
   const b = await run(BACKUP, ['--help'])
@@ -36,7 +36,7 @@ t.test('cron: absolute path from another directory, --json, no colour', async (t
   t.match(JSON.parse(v.stdout), { ok: true, dryRun: true, artifact: result.artifact })
 })
 
-t.test('a finished artifact is never overwritten by a run in the same second', async (t) => {
+t.test('a finished artifact is never overwritten; a busy second moves on to the next', async (t) => {
   const out = tempDir(t)
   // Occupy the names of the next few seconds with "finished" artifacts.
   const now = Date.now()
@@ -47,7 +47,16 @@ t.test('a finished artifact is never overwritten by a run in the same second', a
   }
   const r = await run(BACKUP, ['--output', out])
   t.equal(r.code, 1, r.stderr)
-  t.match(r.stderr, /already exists.*run again/)
+  t.match(r.stderr, /already exist.*run again/)
   for (const name of taken) t.equal(readFileSync(join(out, name, 'manifest.json'), 'utf8'), 'original')
   t.same(readdirSync(out).sort(), [...taken].sort(), 'no partial left behind')
+})
+
+t.test("the guide's steps back to back: two backups in one second both succeed", async (t) => {
+  const out = tempDir(t)
+  const r = await sh(`./scripts/backup.sh --output ${out} && ./scripts/backup.sh --output ${out}`)
+  t.equal(r.code, 0, r.stderr)
+  const names = completeArtifacts(out).sort()
+  t.equal(names.length, 2, 'two artifacts')
+  t.not(names[0], names[1])
 })

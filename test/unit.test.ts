@@ -1,15 +1,15 @@
 // Pure pieces: each of these decides something an operator relies on.
 import t from 'tap'
-import { parseArgs } from '../lib/args.ts'
-import { planPostgres } from '../lib/backup.ts'
-import { digestBuffer } from '../lib/checksum.ts'
-import { envFlag } from '../lib/env.ts'
-import { DrError } from '../lib/errors.ts'
-import { MANIFEST_FORMAT, parseManifest, parseManifestSum, serializeManifest, type Manifest } from '../lib/manifest.ts'
-import { artifactName, isArtifactName, isPartialName, partialName } from '../lib/naming.ts'
-import { connectionFromEnv, conninfoQuote, parseDatabaseUrl } from '../lib/postgres.ts'
-import { oneLine, redact } from '../lib/redact.ts'
-import { resolveArtifactPath } from '../lib/restore.ts'
+import { parseArgs } from '../lib/cli/args.ts'
+import { planPostgres } from '../lib/commands/backup.ts'
+import { digestBuffer } from '../lib/pipeline/checksum.ts'
+import { envFlag } from '../lib/cli/switches.ts'
+import { DrError } from '../lib/cli/errors.ts'
+import { MANIFEST_FORMAT, parseManifest, parseManifestSum, serializeManifest, type Manifest } from '../lib/artifact/manifest.ts'
+import { artifactName, isArtifactName, isPartialName, partialName } from '../lib/artifact/naming.ts'
+import { connectionFromEnv, conninfoQuote, parseDatabaseUrl } from '../lib/postgres/connection.ts'
+import { oneLine, redact } from '../lib/cli/redact.ts'
+import { resolveArtifactPath } from '../lib/artifact/locate.ts'
 
 const kindOf = (fn: () => unknown): string => {
   try {

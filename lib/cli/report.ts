@@ -1,7 +1,12 @@
 import { Chalk, type ChalkInstance } from 'chalk'
 import type { DrError } from './errors.ts'
+import { escapeControl, escapeJson } from './escape.ts'
 
 /**
+ * Every text goes through escapeControl on its way out: names and child
+ * output can hold newlines or escape sequences, and one message must stay
+ * one line.
+ *
  * Two audiences: an operator at a terminal (colour, progress, prose) and
  * cron (`--json`: exactly one JSON document on stdout, nothing else there).
  */
@@ -50,12 +55,14 @@ export function createReporter(json: boolean, io: ReporterStreams): Reporter {
   const say = (text: string) => {
     if (!json) io.stdout.write(text + '\n')
   }
+  const clean = escapeControl
+  const emit = (doc: Record<string, unknown>) => io.stdout.write(escapeJson(JSON.stringify(doc)) + '\n')
   return {
     json,
-    line: (text) => say(`  ${text}`),
-    heading: (text) => say(out.bold(text)),
+    line: (text) => say(`  ${clean(text)}`),
+    heading: (text) => say(out.bold(clean(text))),
     warn: (text) => {
-      io.stderr.write(`${err.yellow('warning:')} ${text}\n`)
+      io.stderr.write(`${err.yellow('warning:')} ${clean(text)}\n`)
     },
     progress: (label, bytes) => {
       if (!showProgress) return
@@ -63,19 +70,19 @@ export function createReporter(json: boolean, io: ReporterStreams): Reporter {
       if (now - lastDraw < 200) return
       lastDraw = now
       drawn = true
-      io.stderr.write(`\r\x1b[K  ${label}: ${formatBytes(bytes)}`)
+      io.stderr.write(`\r\x1b[K  ${clean(label)}: ${formatBytes(bytes)}`)
     },
     endProgress: () => {
       if (drawn) io.stderr.write('\r\x1b[K')
       drawn = false
     },
     result: (summary, humanLine) => {
-      if (json) io.stdout.write(JSON.stringify({ ok: true, ...summary }) + '\n')
-      else say(out.green(humanLine))
+      if (json) emit({ ok: true, ...summary })
+      else say(out.green(clean(humanLine)))
     },
     failure: (e) => {
-      if (json) io.stdout.write(JSON.stringify({ ok: false, exitCode: e.exitCode, error: e.message, fix: e.fix }) + '\n')
-      io.stderr.write(`${err.red('error:')} ${e.line}\n`)
+      if (json) emit({ ok: false, exitCode: e.exitCode, error: e.message, fix: e.fix })
+      io.stderr.write(`${err.red('error:')} ${clean(e.line)}\n`)
     },
   }
 }

@@ -1,14 +1,11 @@
-import { constants } from 'node:fs'
-import { access, mkdir, readdir, rm, stat } from 'node:fs/promises'
+import { mkdir, readdir, rm, stat } from 'node:fs/promises'
 import { hostname } from 'node:os'
-import { dirname, join, resolve } from 'node:path'
-import { digestBuffer } from './checksum.ts'
-import { onInterrupt } from './cli.ts'
-import { ensurePrivateDir, exists, publishDir, writeFileSynced } from './durable.ts'
-import { inputError, runtimeError } from './errors.ts'
+import { join } from 'node:path'
+import { createDestination, planDestination } from '../artifact/destination.ts'
+import { exists, publishDir, writeFileSynced } from '../artifact/durable.ts'
 import {
-  MANIFEST_VERSION,
   MANIFEST_FORMAT,
+  MANIFEST_VERSION,
   manifestSumLine,
   serializeManifest,
   type Manifest,
@@ -16,20 +13,17 @@ import {
   type PostgresDumped,
   type PostgresSection,
   type PostgresSkipped,
-} from './manifest.ts'
-import { artifactName, isPartialName, MANIFEST_FILE, MANIFEST_SUM_FILE, partialName, POSTGRES_DUMP_FILE } from './naming.ts'
-import {
-  checkReachable,
-  connectionFromEnv,
-  describeTarget,
-  dumpDatabase,
-  serverInfo,
-  toolVersion,
-  type PgConnection,
-} from './postgres.ts'
-import type { Reporter } from './report.ts'
-import { formatBytes } from './report.ts'
-import { TOOL } from './version.ts'
+} from '../artifact/manifest.ts'
+import { artifactName, isPartialName, MANIFEST_FILE, MANIFEST_SUM_FILE, partialName, POSTGRES_DUMP_FILE } from '../artifact/naming.ts'
+import { runtimeError } from '../cli/errors.ts'
+import { formatBytes, type Reporter } from '../cli/report.ts'
+import { onInterrupt } from '../cli/signals.ts'
+import { digestBuffer } from '../pipeline/checksum.ts'
+import { checkReachable, toolVersion } from '../postgres/client.ts'
+import { connectionFromEnv, describeTarget, type PgConnection } from '../postgres/connection.ts'
+import { dumpDatabase } from '../postgres/dump.ts'
+import { serverInfo } from '../postgres/server.ts'
+import { TOOL } from '../version.ts'
 
 export interface BackupOptions {
   output: string
@@ -51,40 +45,6 @@ export function planPostgres(include: boolean, enable: boolean): PostgresPlan {
     return { run: false, reason: 'requested, but the dump hook is off (set ENABLE_POSTGRES_DUMP=true to enable it)' }
   }
   return { run: true }
-}
-
-/**
- * The destination must be a writable directory, or creatable: checked
- * without creating anything so that dry runs write nothing.
- */
-export async function checkOutput(output: string): Promise<{ exists: boolean }> {
-  let probe = resolve(output)
-  let existing = true
-  for (;;) {
-    try {
-      const st = await stat(probe)
-      if (!st.isDirectory()) {
-        throw inputError(
-          existing ? `--output ${output} is not a directory` : `cannot create --output ${output}: ${probe} is not a directory`,
-          'choose a directory for --output',
-        )
-      }
-      break
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code
-      if (code !== 'ENOENT' && code !== 'ENOTDIR') throw err
-      existing = false
-      const parent = dirname(probe)
-      if (parent === probe) break
-      probe = parent
-    }
-  }
-  try {
-    await access(probe, constants.W_OK | constants.X_OK)
-  } catch {
-    throw inputError(`--output ${output} is not writable (${probe})`, 'choose a writable directory or fix its permissions')
-  }
-  return { exists: existing }
 }
 
 export interface BackupResult {
@@ -140,16 +100,46 @@ async function dumpPostgres(
   }
 }
 
+/** How many following seconds a backup tries when its name is taken by a run in the same second. */
+const NAME_ATTEMPTS = 3
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/**
+ * Claims an artifact name by creating its hidden work directory. Two
+ * backups started in the same second (the guide runs its steps back to
+ * back) get consecutive seconds; a finished artifact is never touched.
+ */
+async function claimName(output: string, start: Date): Promise<{ name: string; at: Date; partial: string }> {
+  let at = start
+  for (let attempt = 1; ; attempt++) {
+    const name = artifactName(at)
+    const partial = join(output, partialName(name))
+    if (!(await exists(join(output, name)))) {
+      try {
+        await mkdir(partial, { mode: 0o700 })
+        return { name, at, partial }
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+      }
+    }
+    if (attempt >= NAME_ATTEMPTS) {
+      throw runtimeError(`artifacts for ${attempt} consecutive seconds up to ${name} already exist in ${output}`, 'another backup is running or the clock jumped; run again later')
+    }
+    await sleep(1000 - (Date.now() % 1000) + 5)
+    at = new Date()
+  }
+}
+
 export async function runBackup(opts: BackupOptions, reporter: Reporter): Promise<BackupResult> {
   const started = Date.now()
-  const output = resolve(opts.output)
-  const name = artifactName(opts.now)
-  const finalPath = join(output, name)
   const pgPlan = planPostgres(opts.includePostgres, opts.enablePostgresDump)
+  const destination = await planDestination(opts.output)
+  const output = destination.path
+  const planned = artifactName(opts.now)
 
-  reporter.heading(`${opts.dryRun ? 'Backup plan (dry run)' : 'Backup'}: ${finalPath}`)
-  const { exists: outputExists } = await checkOutput(output)
-  reporter.line(`output: ${output}${outputExists ? '' : ' (will be created, mode 0700)'}`)
+  reporter.heading(`${opts.dryRun ? 'Backup plan (dry run)' : 'Backup'}: ${join(output, planned)}`)
+  reporter.line(`output: ${output}${destination.create.length === 0 ? '' : ` (will create ${destination.create.join(', ')}, mode 0700)`}`)
   let pg: { run: true; conn: PgConnection; pgDumpVersion: string } | { run: false; skipped: PostgresSkipped }
   if (pgPlan.run) {
     const conn = connectionFromEnv(opts.env)
@@ -165,8 +155,8 @@ export async function runBackup(opts: BackupOptions, reporter: Reporter): Promis
     reporter.line('dry run: nothing was written')
     return {
       dryRun: true,
-      artifact: name,
-      path: finalPath,
+      artifact: planned,
+      path: join(output, planned),
       postgres: pg.run ? { status: 'planned' } : pg.skipped,
       files: [],
       bytes: 0,
@@ -174,25 +164,14 @@ export async function runBackup(opts: BackupOptions, reporter: Reporter): Promis
     }
   }
 
-  await ensurePrivateDir(output)
+  await createDestination(destination)
   const mode = (await stat(output)).mode & 0o777
   if (mode & 0o077) {
     reporter.warn(`${output} is accessible to other users (mode ${mode.toString(8)}); run chmod 700 ${output}`)
   }
   await warnAboutLeftovers(output, reporter)
-  const alreadyExists = () =>
-    runtimeError(`artifact ${name} already exists in ${output}`, 'another backup finished this second; run again')
-  if (await exists(finalPath)) throw alreadyExists()
-
-  const partial = join(output, partialName(name))
-  try {
-    await mkdir(partial, { mode: 0o700 })
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
-      throw runtimeError(`another backup is writing ${name} right now`, 'wait for it to finish, then run again')
-    }
-    throw err
-  }
+  const { name, at, partial } = await claimName(output, opts.now)
+  const finalPath = join(output, name)
   const discard = () => rm(partial, { recursive: true, force: true })
   const release = onInterrupt(discard)
   try {
@@ -205,7 +184,7 @@ export async function runBackup(opts: BackupOptions, reporter: Reporter): Promis
       formatVersion: MANIFEST_VERSION,
       tool: { name: TOOL.name, version: TOOL.version },
       artifact: name,
-      createdAt: opts.now.toISOString(),
+      createdAt: at.toISOString(),
       completedAt: new Date().toISOString(),
       hostname: hostname(),
       postgres,
@@ -218,7 +197,10 @@ export async function runBackup(opts: BackupOptions, reporter: Reporter): Promis
       await publishDir(partial, finalPath, output)
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code
-      throw code === 'ENOTEMPTY' || code === 'EEXIST' ? alreadyExists() : err
+      if (code === 'ENOTEMPTY' || code === 'EEXIST') {
+        throw runtimeError(`artifact ${name} appeared in ${output} while this backup ran`, 'another backup used the same name; run again')
+      }
+      throw err
     }
     release()
     const bytes = files.reduce((sum, f) => sum + f.size, 0)

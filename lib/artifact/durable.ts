@@ -1,6 +1,5 @@
 import { constants } from 'node:fs'
-import { mkdir, open, rename, stat } from 'node:fs/promises'
-import { dirname } from 'node:path'
+import { open, rename, stat } from 'node:fs/promises'
 
 /** fsync a directory so that entries created or renamed in it survive a crash. */
 export async function fsyncDir(dir: string): Promise<void> {
@@ -41,13 +40,6 @@ export async function publishDir(from: string, to: string, parent: string): Prom
   await fsyncDir(from)
   await rename(from, to)
   await fsyncDir(parent)
-}
-
-/** Creates the backup destination private to the operator (0700). */
-export async function ensurePrivateDir(dir: string): Promise<void> {
-  const created = await mkdir(dir, { recursive: true, mode: 0o700 })
-  // A destination created just now must survive a crash along with what goes in it.
-  if (created !== undefined) await fsyncDir(dirname(created))
 }
 
 export async function exists(path: string): Promise<boolean> {

@@ -1,5 +1,5 @@
 import { MANIFEST_FILE } from './naming.ts'
-import { verificationError } from './errors.ts'
+import { verificationError } from '../cli/errors.ts'
 
 /**
  * The manifest is the artifact's table of contents and its proof of

@@ -1,7 +1,10 @@
 import { realpathSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
-import { DrError, ExitCode, inputError, runtimeError } from './errors.ts'
+import { wantsJson } from './args.ts'
+import { DrError, ExitCode, runtimeError } from './errors.ts'
 import { createReporter, type Reporter } from './report.ts'
+import { runCleanups } from './signals.ts'
+import { fromSystemError } from './system-errors.ts'
 
 /**
  * Arguments after the script itself. The scripts run under the zx CLI
@@ -20,75 +23,37 @@ export function scriptArgs(argv: readonly string[], scriptUrl: string): string[]
   return argv.slice(index === -1 ? 2 : index + 1)
 }
 
-type Cleanup = () => Promise<void> | void
-const cleanups = new Set<Cleanup>()
-
-/** Work to undo if the run is interrupted (Ctrl-C, SIGTERM from cron or systemd). */
-export function onInterrupt(fn: Cleanup): () => void {
-  cleanups.add(fn)
-  return () => cleanups.delete(fn)
-}
-
-/** Errors from the OS that are the operator's to fix, in one line. */
-export function fromSystemError(err: unknown): DrError | undefined {
-  const e = err as NodeJS.ErrnoException
-  if (!e || typeof e.code !== 'string') return undefined
-  const where = e.path ? ` (${e.path})` : ''
-  switch (e.code) {
-    case 'ENOSPC':
-      return runtimeError(`no space left on device${where}`, 'free space or choose another destination')
-    case 'EDQUOT':
-      return runtimeError(`disk quota exceeded${where}`, 'free space or choose another destination')
-    case 'EACCES':
-    case 'EPERM':
-      return inputError(`permission denied${where}`, 'run as a user that may read and write it')
-    case 'EROFS':
-      return inputError(`read-only file system${where}`, 'choose a writable destination')
-    case 'ENOENT':
-      return inputError(`no such file or directory${where}`)
-    case 'ENOTDIR':
-      return inputError(`not a directory${where}`)
-    case 'EIO':
-      return runtimeError(`I/O error${where}`, 'check the disk; do not trust this destination')
-    default:
-      return undefined
-  }
-}
-
 export interface CliContext {
   argv: string[]
   env: NodeJS.ProcessEnv
   reporter: Reporter
 }
 
+/** Children get this long to die and partial files to go before we exit regardless. */
+const CLEANUP_DEADLINE_MS = 10_000
+
 /**
  * The one place that turns outcomes into exit codes. Expected failures
  * print one line; only genuine bugs may show a stack, and only on request.
  */
 export async function runCli(argv: string[], main: (ctx: CliContext) => Promise<void>): Promise<never> {
-  const json = argv.includes('--json')
-  const reporter = createReporter(json, { stdout: process.stdout, stderr: process.stderr, env: process.env })
+  const reporter = createReporter(wantsJson(argv), { stdout: process.stdout, stderr: process.stderr, env: process.env })
   let interrupted = false
   const onSignal = (signal: NodeJS.Signals) => {
-    if (interrupted) return
+    // A second Ctrl-C means "now": the operator has given up waiting for cleanup.
+    if (interrupted) process.exit(ExitCode.interrupted)
     interrupted = true
     reporter.endProgress()
-    void (async () => {
-      for (const fn of cleanups) {
-        try {
-          await fn()
-        } catch {
-          // best effort: we are already exiting
-        }
-      }
+    void runCleanups(CLEANUP_DEADLINE_MS).then(() => {
       reporter.failure(
         new DrError('interrupted', `interrupted by ${signal} before finishing`, 'its partial work was stopped and removed; run it again'),
       )
       process.exit(ExitCode.interrupted)
-    })()
+    })
   }
   process.on('SIGINT', onSignal)
   process.on('SIGTERM', onSignal)
+  process.on('SIGHUP', onSignal)
   try {
     await main({ argv, env: process.env, reporter })
     reporter.endProgress()

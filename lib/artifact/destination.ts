@@ -1,0 +1,87 @@
+import { constants } from 'node:fs'
+import { access, lstat, mkdir, stat } from 'node:fs/promises'
+import { dirname, resolve } from 'node:path'
+import { inputError } from '../cli/errors.ts'
+import { quoteValue } from '../cli/escape.ts'
+import { fromSystemError } from '../cli/system-errors.ts'
+import { fsyncDir } from './durable.ts'
+
+/**
+ * Where a backup will be written: the deepest directory that exists and
+ * the ones to create below it, outermost first. The dry run prints this
+ * plan and the real run carries out exactly this plan, so a dry run that
+ * says "ok" is a promise about the real run.
+ */
+export interface DestinationPlan {
+  path: string
+  existing: string
+  create: string[]
+}
+
+const errorFor = (err: unknown) => fromSystemError(err) ?? err
+
+export async function planDestination(output: string): Promise<DestinationPlan> {
+  const path = resolve(output)
+  const create: string[] = []
+  let probe = path
+  for (;;) {
+    let st
+    try {
+      st = await lstat(probe)
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      if (code !== 'ENOENT' && code !== 'ENOTDIR') throw errorFor(err)
+      create.unshift(probe)
+      const parent = dirname(probe)
+      if (parent === probe) throw inputError(`--output ${quoteValue(output)} has no existing parent`, 'choose a path on a mounted file system')
+      probe = parent
+      continue
+    }
+    if (st.isSymbolicLink()) {
+      try {
+        st = await stat(probe)
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code
+        if (code === 'ENOENT') {
+          throw inputError(`--output ${quoteValue(output)} goes through a dangling symlink (${quoteValue(probe)})`, 'point --output at a real directory or fix the link')
+        }
+        throw errorFor(err)
+      }
+    }
+    if (!st.isDirectory()) {
+      throw inputError(
+        create.length === 0
+          ? `--output ${quoteValue(output)} is not a directory`
+          : `cannot create --output ${quoteValue(output)}: ${quoteValue(probe)} is not a directory`,
+        'choose a directory for --output',
+      )
+    }
+    break
+  }
+  try {
+    await access(probe, constants.W_OK | constants.X_OK)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EROFS') {
+      throw inputError(`--output ${quoteValue(output)} is on a read-only file system`, 'choose a writable destination')
+    }
+    throw inputError(`--output ${quoteValue(output)} is not writable (${quoteValue(probe)})`, 'choose a writable directory or fix its permissions')
+  }
+  return { path, existing: probe, create }
+}
+
+/**
+ * Creates the planned directories, private to the operator (0700), and
+ * makes each new entry durable: a destination created just now must
+ * survive a crash along with what goes in it.
+ */
+export async function createDestination(plan: DestinationPlan): Promise<void> {
+  for (const dir of plan.create) {
+    try {
+      await mkdir(dir, { mode: 0o700 })
+    } catch (err) {
+      // Created meanwhile by someone else: fine if it is a directory now.
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || !(await stat(dir)).isDirectory()) throw errorFor(err)
+    }
+    await fsyncDir(dirname(dir))
+  }
+}

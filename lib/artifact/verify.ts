@@ -1,0 +1,69 @@
+import { readdir } from 'node:fs/promises'
+import { basename, join } from 'node:path'
+import { verificationError } from '../cli/errors.ts'
+import type { Reporter } from '../cli/report.ts'
+import { formatBytes } from '../cli/report.ts'
+import { digestBuffer, digestHandle } from '../pipeline/checksum.ts'
+import { parseManifest, parseManifestSum, type Manifest } from './manifest.ts'
+import { isArtifactName, MANIFEST_FILE, MANIFEST_SUM_FILE } from './naming.ts'
+import { openRegular, readSmall } from './open.ts'
+import type { VerifiedFile } from './verified-file.ts'
+
+/** Far above any manifest this tool writes; a bound so that a hostile one cannot fill memory. */
+const MANIFEST_LIMIT = 16 * 1024 * 1024
+const SUM_LIMIT = 4096
+
+export interface VerifiedArtifact {
+  manifest: Manifest
+  /** Every file the manifest lists, open on the exact inode whose bytes were verified. */
+  files: Map<string, VerifiedFile>
+  close(): Promise<void>
+}
+
+/**
+ * Proves the artifact is whole before anything is touched: the manifest
+ * matches its checksum and every listed file matches its size and
+ * SHA-256. The files stay open so that what is applied later is what was
+ * verified here, whatever happens to the paths meanwhile.
+ */
+export async function verifyArtifact(dir: string, reporter: Reporter): Promise<VerifiedArtifact> {
+  const expected = parseManifestSum((await readSmall(join(dir, MANIFEST_SUM_FILE), MANIFEST_SUM_FILE, SUM_LIMIT)).toString('utf8'))
+  const manifestBytes = await readSmall(join(dir, MANIFEST_FILE), MANIFEST_FILE, MANIFEST_LIMIT)
+  if (digestBuffer(manifestBytes).sha256 !== expected) {
+    throw verificationError(`${MANIFEST_FILE} does not match its checksum`, 'the artifact is damaged; use another backup')
+  }
+  const manifest = parseManifest(manifestBytes.toString('utf8'))
+  if (isArtifactName(basename(dir)) && manifest.artifact !== basename(dir)) {
+    reporter.warn(`artifact directory ${basename(dir)} was renamed; its manifest names ${manifest.artifact}`)
+  }
+  const listed = new Set([MANIFEST_FILE, MANIFEST_SUM_FILE, ...manifest.files.map((f) => f.path.split('/')[0])])
+  const unlisted = (await readdir(dir)).filter((name) => !listed.has(name))
+  if (unlisted.length > 0) {
+    reporter.warn(`not in the manifest, ignored: ${unlisted.join(', ')} (something other than the backup wrote into the artifact)`)
+  }
+
+  const files = new Map<string, VerifiedFile>()
+  const close = async () => {
+    await Promise.all([...files.values()].map((f) => f.handle.close().catch(() => {})))
+  }
+  try {
+    for (const file of manifest.files) {
+      const handle = await openRegular(join(dir, ...file.path.split('/')), file.path)
+      files.set(file.path, { name: file.path, handle, digest: { sha256: file.sha256, size: file.size } })
+      const { size } = await handle.stat()
+      if (size !== file.size) {
+        throw verificationError(`${file.path} is ${size} bytes, manifest says ${file.size}`, 'the artifact is damaged; use another backup')
+      }
+      const digest = await digestHandle(handle, file.size, (bytes) => reporter.progress(`verifying ${file.path}`, bytes))
+      reporter.endProgress()
+      if (digest.size !== file.size || digest.sha256 !== file.sha256) {
+        throw verificationError(`${file.path} failed its SHA-256 check`, 'the artifact is damaged; use another backup')
+      }
+      reporter.line(`verified ${file.path} (${formatBytes(file.size)}, sha256 ok)`)
+    }
+  } catch (err) {
+    await close()
+    throw err
+  }
+  return { manifest, files, close }
+}

@@ -1,0 +1,54 @@
+import { DrError, inputError, runtimeError, usageError } from './errors.ts'
+import { quoteValue } from './escape.ts'
+
+/**
+ * Errors from the OS that an operator or a damaged disk can cause, each
+ * turned into one line with a fix. Anything with an errno code lands
+ * here rather than as "internal error": a bug is code we wrote, not a
+ * path the kernel refused.
+ */
+export function fromSystemError(err: unknown): DrError | undefined {
+  const e = err as NodeJS.ErrnoException
+  if (!e || typeof e.code !== 'string' || e.code.startsWith('ERR_')) return undefined
+  const where = e.path ? ` (${quoteValue(e.path)})` : ''
+  switch (e.code) {
+    case 'ENOSPC':
+      return runtimeError(`no space left on device${where}`, 'free space or choose another destination')
+    case 'EDQUOT':
+      return runtimeError(`disk quota exceeded${where}`, 'free space or choose another destination')
+    case 'EFBIG':
+      return runtimeError(`file too large for this file system${where}`, 'choose a destination on a file system without a small file-size limit')
+    case 'EACCES':
+    case 'EPERM':
+      return inputError(`permission denied${where}`, 'run as a user that may read and write it')
+    case 'EROFS':
+      return inputError(`read-only file system${where}`, 'choose a writable destination')
+    case 'ENOENT':
+      return inputError(`no such file or directory${where}`, 'check the path')
+    case 'ENOTDIR':
+      return inputError(`a component of the path is not a directory${where}`, 'check the path')
+    case 'EISDIR':
+      return inputError(`is a directory where a file was expected${where}`, 'check the path')
+    case 'ENAMETOOLONG':
+      return usageError(`a file name or path is too long${where}`, 'use names under 255 bytes and paths under 4096 bytes')
+    case 'ELOOP':
+      return inputError(`too many levels of symbolic links${where}`, 'a symlink points to itself or in a circle; fix or remove it')
+    case 'ENXIO':
+    case 'ENODEV':
+      return inputError(`not a usable file (a device or socket?)${where}`, 'point it at a regular file or directory')
+    case 'EEXIST':
+    case 'ENOTEMPTY':
+      return runtimeError(`already exists${where}`, 'another run may be using the same name; run again')
+    case 'EMFILE':
+    case 'ENFILE':
+      return runtimeError('too many open files', 'raise the open-file limit (ulimit -n) and run again')
+    case 'EIO':
+      return runtimeError(`I/O error${where}`, 'check the disk; do not trust this destination')
+    case 'ESTALE':
+      return runtimeError(`stale network file handle${where}`, 'remount the network file system and run again')
+    case 'EXDEV':
+      return runtimeError(`cannot rename across file systems${where}`, 'keep the destination on one file system')
+    default:
+      return runtimeError(`system error ${e.code}${where}`, 'check the path and the disk, then run again')
+  }
+}

@@ -1,0 +1,107 @@
+import { createHash, type Hash } from 'node:crypto'
+import type { FileHandle } from 'node:fs/promises'
+import { Transform, type TransformCallback } from 'node:stream'
+
+export interface Digest {
+  sha256: string
+  size: number
+}
+
+/** 1 MiB reads: with 64 KiB reads the hash ran at 0.7 GB/s here, with 1 MiB at 1.0 GB/s. */
+export const READ_CHUNK = 1024 * 1024
+
+/**
+ * Hashes and counts bytes as they flow past, so a dump is checksummed in
+ * the same pass that writes it: one read of the data, flat memory.
+ */
+export class DigestStream extends Transform {
+  private readonly hash: Hash = createHash('sha256')
+  private bytes = 0
+  private readonly onProgress?: (bytes: number) => void
+
+  constructor(onProgress?: (bytes: number) => void) {
+    super()
+    this.onProgress = onProgress
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    this.hash.update(chunk)
+    this.bytes += chunk.length
+    this.onProgress?.(this.bytes)
+    done(null, chunk)
+  }
+
+  digest(): Digest {
+    return { sha256: this.hash.digest('hex'), size: this.bytes }
+  }
+}
+
+/**
+ * Exactly `size` bytes of an open file, from the start, by positional
+ * reads: the descriptor's own offset is never moved, so the same handle
+ * can be read again later.
+ */
+export function readRange(handle: FileHandle, size: number): AsyncIterable<Buffer> {
+  if (size === 0) return (async function* () {})()
+  return handle.createReadStream({ start: 0, end: size - 1, autoClose: false, highWaterMark: READ_CHUNK })
+}
+
+export async function digestHandle(handle: FileHandle, size: number, onProgress?: (bytes: number) => void): Promise<Digest> {
+  const hash = createHash('sha256')
+  let bytes = 0
+  for await (const chunk of readRange(handle, size)) {
+    hash.update(chunk)
+    bytes += chunk.length
+    onProgress?.(bytes)
+  }
+  return { sha256: hash.digest('hex'), size: bytes }
+}
+
+export function digestBuffer(data: Buffer | string): Digest {
+  const buf = typeof data === 'string' ? Buffer.from(data) : data
+  return { sha256: createHash('sha256').update(buf).digest('hex'), size: buf.length }
+}
+
+export class DigestMismatch extends Error {
+  constructor(readonly actual: Digest) {
+    super('the bytes read do not match the verified checksum')
+  }
+}
+
+/**
+ * The bytes of a verified file, read again for the step that applies
+ * them, and checked again on the way: the last chunk is held back until
+ * the whole stream has matched `expected`. A consumer that needs every
+ * byte before it can finish (pg_restore committing its one transaction)
+ * therefore never finishes on bytes that changed after verification.
+ * `beforeFail` runs before the error surfaces, so the consumer can be
+ * killed before it ever sees end-of-input.
+ */
+export async function* verifiedBytes(
+  handle: FileHandle,
+  expected: Digest,
+  beforeFail: () => void,
+  onProgress?: (bytes: number) => void,
+): AsyncGenerator<Buffer> {
+  const hash = createHash('sha256')
+  let bytes = 0
+  let held: Buffer | undefined
+  try {
+    for await (const chunk of readRange(handle, expected.size)) {
+      hash.update(chunk)
+      bytes += chunk.length
+      if (held) yield held
+      held = chunk
+      onProgress?.(bytes)
+    }
+  } catch (err) {
+    beforeFail() // a read error must not leave the consumer to finish on what it has
+    throw err
+  }
+  const actual = { sha256: hash.digest('hex'), size: bytes }
+  if (actual.size !== expected.size || actual.sha256 !== expected.sha256) {
+    beforeFail()
+    throw new DigestMismatch(actual)
+  }
+  if (held) yield held
+}

@@ -1,0 +1,63 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { constants } from 'node:os'
+import type { Readable, Writable } from 'node:stream'
+import type { DrError } from '../cli/errors.ts'
+import { onInterrupt } from '../cli/signals.ts'
+
+export interface Tool {
+  readonly process: ChildProcess
+  readonly stdin: Writable | null
+  readonly stdout: Readable | null
+  /** Exit status; a death by signal N reads as 128 + N, as in a shell. */
+  readonly exited: Promise<number>
+  /** The last few KiB of stderr: enough to explain a failure, bounded memory. */
+  stderr(): string
+  kill(signal?: NodeJS.Signals): void
+}
+
+export interface ToolOptions {
+  env: NodeJS.ProcessEnv
+  stdin: 'pipe' | 'ignore'
+  stdout: 'pipe' | 'ignore'
+  /** The error to report when `cmd` is not installed. */
+  missing: DrError
+}
+
+/**
+ * A child process of the data pipeline (pg_dump, pg_restore, later tar,
+ * zstd, age). While it runs, an interrupt kills it: a dump must not keep
+ * holding locks, and a restore must not go on to commit behind our back.
+ */
+export function spawnTool(cmd: string, args: readonly string[], opts: ToolOptions): Tool {
+  const child = spawn(cmd, [...args], { env: opts.env, stdio: [opts.stdin, opts.stdout, 'pipe'] })
+  let tail = ''
+  child.stderr!.setEncoding('utf8')
+  child.stderr!.on('data', (chunk: string) => {
+    tail = (tail + chunk).slice(-16 * 1024)
+  })
+  const release = onInterrupt(() => {
+    child.kill('SIGTERM')
+  })
+  const exited = new Promise<number>((resolve, reject) => {
+    child.on('error', (err: NodeJS.ErrnoException) => {
+      release()
+      reject(err.code === 'ENOENT' ? opts.missing : err)
+    })
+    child.on('close', (code, signal) => {
+      release()
+      resolve(code ?? 128 + (signal ? constants.signals[signal] : 0))
+    })
+  })
+  // A pipe closed by a child that exited early is reported through its exit status, not as EPIPE.
+  child.stdin?.on('error', () => {})
+  return {
+    process: child,
+    stdin: child.stdin,
+    stdout: child.stdout,
+    exited,
+    stderr: () => tail,
+    kill: (signal = 'SIGTERM') => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal)
+    },
+  }
+}
