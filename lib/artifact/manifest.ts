@@ -23,6 +23,13 @@ export interface PostgresSkipped {
   reason: string
 }
 
+/** Rows in one table, counted in the snapshot that pg_dump used: what a restore must reproduce. */
+export interface TableCount {
+  schema: string
+  table: string
+  rows: number
+}
+
 export interface PostgresDumped {
   status: 'dumped'
   /** Entry in `files` holding the dump. */
@@ -36,6 +43,8 @@ export interface PostgresDumped {
   ctype: string
   serverVersion: string
   pgDumpVersion: string
+  /** Absent in artifacts written before row counts were recorded. */
+  tables?: TableCount[]
 }
 
 export type PostgresSection = PostgresSkipped | PostgresDumped

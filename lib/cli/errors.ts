@@ -8,6 +8,10 @@ export const ExitCode = {
   usage: 2,
   input: 3,
   verification: 4,
+  /** A check after a restore (row counts, --check-sql/-cmd/-url) failed. */
+  check: 5,
+  /** An objective was missed: RTO/RPO in a drill, or no backup recent enough for status --max-age. */
+  objective: 6,
   interrupted: 130,
 } as const
 
