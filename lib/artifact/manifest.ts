@@ -122,6 +122,20 @@ function parseFile(value: unknown, index: number): ManifestFile {
   }
 }
 
+function parseTables(value: unknown): TableCount[] | undefined {
+  if (value === undefined) return undefined
+  if (!Array.isArray(value)) throw malformed('postgres.tables must be a list')
+  return value.map((t, i) => {
+    const where = `postgres.tables[${i}].`
+    if (!isObject(t)) throw malformed(`postgres.tables[${i}] must be an object`)
+    return {
+      schema: field(t, 'schema', isString, 'a schema name', where),
+      table: field(t, 'table', isString, 'a table name', where),
+      rows: field(t, 'rows', isSize, 'a row count', where),
+    }
+  })
+}
+
 function parsePostgres(value: unknown, files: ManifestFile[]): PostgresSection {
   if (!isObject(value)) throw malformed('postgres must be an object')
   const where = 'postgres.'
@@ -132,6 +146,7 @@ function parsePostgres(value: unknown, files: ManifestFile[]): PostgresSection {
   const file = field(value, 'file', isString, 'a file name', where)
   if (!files.some((f) => f.path === file)) throw malformed(`postgres.file '${file}' is not listed in files`)
   if (value.format !== 'custom') throw malformed(`postgres.format must be 'custom'`)
+  const tables = parseTables(value.tables)
   return {
     status: 'dumped',
     file,
@@ -142,6 +157,7 @@ function parsePostgres(value: unknown, files: ManifestFile[]): PostgresSection {
     ctype: field(value, 'ctype', isText, 'a locale name', where),
     serverVersion: field(value, 'serverVersion', isString, 'a version', where),
     pgDumpVersion: field(value, 'pgDumpVersion', isString, 'a version', where),
+    ...(tables ? { tables } : {}),
   }
 }
 

@@ -13,16 +13,18 @@ import {
   type PostgresDumped,
   type PostgresSection,
   type PostgresSkipped,
+  type TableCount,
 } from '../artifact/manifest.ts'
 import { artifactName, isPartialName, MANIFEST_FILE, MANIFEST_SUM_FILE, partialName, POSTGRES_DUMP_FILE } from '../artifact/naming.ts'
 import { runtimeError } from '../cli/errors.ts'
 import { formatBytes, type Reporter } from '../cli/report.ts'
 import { onInterrupt } from '../cli/signals.ts'
-import { digestBuffer } from '../pipeline/checksum.ts'
+import { digestBuffer, type Digest } from '../pipeline/checksum.ts'
 import { checkReachable, toolVersion } from '../postgres/client.ts'
 import { connectionFromEnv, describeTarget, type PgConnection } from '../postgres/connection.ts'
 import { dumpDatabase } from '../postgres/dump.ts'
 import { serverInfo } from '../postgres/server.ts'
+import { countRows, exportSnapshot } from '../postgres/snapshot.ts'
 import { TOOL } from '../version.ts'
 
 export interface BackupOptions {
@@ -81,7 +83,17 @@ async function dumpPostgres(
 ): Promise<{ files: ManifestFile[]; section: PostgresDumped }> {
   const info = await serverInfo(conn)
   reporter.line(`postgres: dumping database ${info.database} (server ${info.serverVersion})`)
-  const digest = await dumpDatabase(conn, join(dir, POSTGRES_DUMP_FILE), (bytes) => reporter.progress('dumping database', bytes))
+  const snapshot = await exportSnapshot(conn)
+  let digest: Digest
+  let tables: TableCount[]
+  try {
+    ;[digest, tables] = await Promise.all([
+      dumpDatabase(conn, join(dir, POSTGRES_DUMP_FILE), snapshot.id, (bytes) => reporter.progress('dumping database', bytes)),
+      countRows(conn, snapshot.id),
+    ])
+  } finally {
+    await snapshot.release()
+  }
   reporter.endProgress()
   reporter.line(`postgres: ${formatBytes(digest.size)} sha256 ${digest.sha256}`)
   return {
@@ -96,6 +108,7 @@ async function dumpPostgres(
       ctype: info.ctype,
       serverVersion: info.serverVersion,
       pgDumpVersion,
+      tables,
     },
   }
 }

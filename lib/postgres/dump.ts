@@ -14,9 +14,10 @@ import type { PgConnection } from './connection.ts'
 export async function dumpDatabase(
   conn: PgConnection,
   dest: string,
+  snapshot: string,
   onProgress?: (bytes: number) => void,
 ): Promise<Digest> {
-  const dump = spawnTool('pg_dump', ['--format=custom', '--no-password'], {
+  const dump = spawnTool('pg_dump', ['--format=custom', '--no-password', `--snapshot=${snapshot}`], {
     env: conn.env,
     stdin: 'ignore',
     stdout: 'pipe',
