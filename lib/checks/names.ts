@@ -1,0 +1,21 @@
+import { escapeControl } from '../cli/escape.ts'
+import { redact } from '../cli/redact.ts'
+
+/** A check's name as the report shows it: redacted (a command line may carry a token), one line, bounded. */
+export function checkName(prefix: string, value: string, secrets: readonly string[], max = 200): string {
+  const shown = escapeControl(redact(value, secrets))
+  return `${prefix}:${shown.length > max ? `${shown.slice(0, max - 1)}…` : shown}`
+}
+
+/** A URL without its userinfo, for names and messages; undefined when it does not parse. */
+export function urlWithoutCredentials(text: string): URL | undefined {
+  let url: URL
+  try {
+    url = new URL(text)
+  } catch {
+    return undefined
+  }
+  url.username = ''
+  url.password = ''
+  return url
+}
