@@ -3,15 +3,12 @@ import { basename, join } from 'node:path'
 import { verificationError } from '../cli/errors.ts'
 import type { Reporter } from '../cli/report.ts'
 import { formatBytes } from '../cli/report.ts'
-import { digestBuffer, digestHandle } from '../pipeline/checksum.ts'
-import { parseManifest, parseManifestSum, type Manifest } from './manifest.ts'
+import { digestHandle } from '../pipeline/checksum.ts'
+import type { Manifest } from './manifest.ts'
 import { isArtifactName, MANIFEST_FILE, MANIFEST_SUM_FILE } from './naming.ts'
-import { openRegular, readSmall } from './open.ts'
+import { openRegular } from './open.ts'
+import { readTrustedManifest } from './read-manifest.ts'
 import type { VerifiedFile } from './verified-file.ts'
-
-/** Far above any manifest this tool writes; a bound so that a hostile one cannot fill memory. */
-const MANIFEST_LIMIT = 16 * 1024 * 1024
-const SUM_LIMIT = 4096
 
 export interface VerifiedArtifact {
   manifest: Manifest
@@ -27,12 +24,7 @@ export interface VerifiedArtifact {
  * verified here, whatever happens to the paths meanwhile.
  */
 export async function verifyArtifact(dir: string, reporter: Reporter): Promise<VerifiedArtifact> {
-  const expected = parseManifestSum((await readSmall(join(dir, MANIFEST_SUM_FILE), MANIFEST_SUM_FILE, SUM_LIMIT)).toString('utf8'))
-  const manifestBytes = await readSmall(join(dir, MANIFEST_FILE), MANIFEST_FILE, MANIFEST_LIMIT)
-  if (digestBuffer(manifestBytes).sha256 !== expected) {
-    throw verificationError(`${MANIFEST_FILE} does not match its checksum`, 'the artifact is damaged; use another backup')
-  }
-  const manifest = parseManifest(manifestBytes.toString('utf8'))
+  const manifest = await readTrustedManifest(dir)
   if (isArtifactName(basename(dir)) && manifest.artifact !== basename(dir)) {
     reporter.warn(`artifact directory ${basename(dir)} was renamed; its manifest names ${manifest.artifact}`)
   }

@@ -1,0 +1,63 @@
+#!/usr/bin/env -S sh -c 'd="$(dirname "$(realpath "$0")")/.."; exec node --import "$d/node_modules/tsx/dist/loader.mjs" "$d/node_modules/zx/build/cli.js" "$(realpath "$0")" "$@"'
+// Runs under zx with tsx (see the line above): it finds its own node_modules,
+// so cron or a monitoring check may call it by absolute path from anywhere.
+import { parseArgs } from '../lib/cli/args.ts'
+import { runCli, scriptArgs } from '../lib/cli/run.ts'
+import { usageError } from '../lib/cli/errors.ts'
+import { quoteValue } from '../lib/cli/escape.ts'
+import { objectiveMissed, runStatus, summaryLine } from '../lib/commands/status.ts'
+import { parseDuration } from '../lib/policy/duration.ts'
+
+const USAGE = `Usage: BACKUP_BASE=DIR status.sh [--max-age DUR] [--json]
+       status.sh [--max-age DUR] [--json] DIR
+
+Lists the artifacts in the backup directory, newest first: name, age, size,
+database and state (complete, damaged or partial). A complete artifact has an
+intact manifest (checked against manifest.json.sha256); its data files are not
+hashed here, restore verifies every byte. Damaged artifacts and leftover
+.partial directories from interrupted runs are reported as warnings on stderr.
+
+  DIR            the backup directory (instead of BACKUP_BASE)
+  --max-age DUR  fail with exit 6 unless the newest complete backup is at most
+                 DUR old (by the manifest's createdAt), e.g. 26h, 1d, 90m;
+                 default: DR_RPO_TARGET if set, otherwise no limit
+  --json         print one JSON document on stdout (for monitoring):
+                 {ok, base, newest, newestAgeMs, artifacts, partials, stale, maxAgeMs}
+                 when the limit is missed it is the failure document: the same
+                 fields with ok false and stale true, plus exitCode 6, error
+                 (naming the newest complete backup and its age) and fix
+  -h, --help     this text
+
+Without a limit it exits 0 even when there is no backup at all (and says so).
+
+Exit codes: 0 ok, 1 runtime failure, 2 usage (also a bad DUR), 3 backup directory
+missing or unreadable, 6 no complete backup recent enough. See docs/operators-guide.md.`
+
+await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, reporter }) => {
+  const { flags, positional } = parseArgs(argv, {
+    boolean: ['json', 'help'],
+    string: ['max-age'],
+    alias: { h: 'help' },
+  })
+  if (flags.help) {
+    process.stdout.write(USAGE + '\n')
+    return
+  }
+  if (positional.length > 1) throw usageError(`unexpected argument ${quoteValue(positional[1]!)}`, 'pass one backup directory')
+  if (positional[0] === '') throw usageError('the backup directory argument is empty', 'pass a path such as /var/backups/conductor')
+  const base = positional[0] ?? (env.BACKUP_BASE || undefined)
+  if (base === undefined || base === '') {
+    throw usageError('BACKUP_BASE is not set', 'set BACKUP_BASE to the backup directory, or pass it: status.sh /path/to/backups')
+  }
+  // The flag wins; the variable lets one setting drive both drills and monitoring.
+  const flag = flags['max-age']
+  const fromEnv = env.DR_RPO_TARGET?.trim() ? env.DR_RPO_TARGET : undefined
+  const maxAgeSource = typeof flag === 'string' ? '--max-age' : 'DR_RPO_TARGET'
+  const raw = typeof flag === 'string' ? flag : fromEnv
+  const maxAgeMs = raw === undefined ? undefined : parseDuration(raw, maxAgeSource)
+
+  const result = await runStatus({ base, maxAgeMs, maxAgeSource, now: new Date() }, reporter)
+  // Thrown, not printed: runCli prints the failure, listing included, as the one JSON document.
+  if (result.stale) throw objectiveMissed(result)
+  reporter.result({ ...result }, summaryLine(result))
+})
