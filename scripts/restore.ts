@@ -3,6 +3,7 @@
 // so it may be called by absolute path from any working directory.
 import { parseArgs } from '../lib/cli/args.ts'
 import { runCli, scriptArgs } from '../lib/cli/run.ts'
+import { checkSpecFromFlags, CHECK_FLAGS, hasOperatorChecks } from '../lib/cli/check-flags.ts'
 import { envFlag } from '../lib/cli/switches.ts'
 import { usageError } from '../lib/cli/errors.ts'
 import { runRestore } from '../lib/commands/restore.ts'
@@ -19,6 +20,15 @@ SHA-256); nothing is touched unless all of it matches.
   --json       print one JSON result on stdout (for scripts)
   -h, --help   this text
 
+Checks after a database restore (exit 5 when one fails; validate these
+before reopening traffic):
+  --check             every table recorded in the manifest has its recorded row count
+  --check-sql FILE    each statement must succeed and return true or no rows
+  --check-cmd CMD     run CMD (sh -c) with the restored database's PG* variables; must exit 0
+  --check-url URL     HTTP GET must answer 2xx (e.g. the application's health endpoint)
+  --check-timeout DUR per check (default 5m)
+Any --check-* option implies --check.
+
 RESTORE_POSTGRES=true restores the database dump with pg_restore into PGDATABASE
 (or DATABASE_URL's database; by default the database that was backed up, created
 if missing). It is a clean restore: every table, view, function and other object
@@ -27,12 +37,14 @@ that are not in the dump are left alone. It runs as one transaction, so a failur
 leaves the database unchanged.
 
 Exit codes: 0 ok, 1 runtime failure, 2 usage, 3 missing/unusable input,
-4 verification failed, 130 interrupted. See docs/operators-guide.md.`
+4 verification failed, 5 a check failed, 130 interrupted.
+See docs/operators-guide.md.`
 
 await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, reporter }) => {
-  const { flags, positional } = parseArgs(argv, {
-    boolean: ['dry-run', 'json', 'help'],
-    string: [],
+  const { flags, lists, positional } = parseArgs(argv, {
+    boolean: ['dry-run', 'json', 'help', 'check'],
+    string: ['check-timeout'],
+    repeatable: CHECK_FLAGS,
     alias: { h: 'help' },
   })
   if (flags.help) {
@@ -40,12 +52,14 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, repo
     return
   }
   if (positional.length > 1) throw usageError(`expected one artifact, got ${positional.length}`, 'pass a single artifact name')
+  const checks = checkSpecFromFlags(lists, flags)
   const result = await runRestore(
     {
       artifact: positional[0],
       backupBase: env.BACKUP_BASE || undefined,
       dryRun: Boolean(flags['dry-run']),
       restorePostgres: envFlag(env, 'RESTORE_POSTGRES'),
+      checks: flags.check || hasOperatorChecks(checks) ? checks : null,
       env,
     },
     reporter,

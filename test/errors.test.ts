@@ -2,7 +2,7 @@
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
-import { BACKUP, cleanEnv, completeArtifacts, pgEnv, RESTORE, run, scratchDatabase, tempDir, type RunResult } from './helpers.ts'
+import { BACKUP, cleanEnv, completeArtifacts, pgEnv, RESTORE, run, scratchDatabase, serverAuthority, tempDir, type RunResult } from './helpers.ts'
 
 const EXIT = { runtime: 1, usage: 2, input: 3, verification: 4 }
 
@@ -81,7 +81,7 @@ t.test('passwords never reach argv, output or the manifest', async (t) => {
   const env = pgEnv(db, {
     ENABLE_POSTGRES_DUMP: 'true',
     INCLUDE_POSTGRES: 'true',
-    DATABASE_URL: `postgresql://${process.env.USER ?? 'root'}:${secret}@127.0.0.1:5432/${db}`,
+    DATABASE_URL: `postgresql://${process.env.PGUSER ?? process.env.USER ?? 'root'}:${secret}@${serverAuthority()}/${db}`,
     PATH: `${bin}:${process.env.PATH}`,
   })
   const out = join(dir, 'out')
@@ -94,7 +94,7 @@ t.test('passwords never reach argv, output or the manifest', async (t) => {
   t.match(calls, `env: ${secret}`, 'the password reached pg_dump through the environment')
   t.notMatch(calls.split('\n').find((l) => l.startsWith('argv:'))!, secret, 'and not through argv')
 
-  const bad = await run(BACKUP, ['--output', out], { ...env, DATABASE_URL: `postgresql://nobody_here:${secret}@127.0.0.1:5432/${db}` })
+  const bad = await run(BACKUP, ['--output', out], { ...env, DATABASE_URL: `postgresql://nobody_here:${secret}@${serverAuthority()}/${db}` })
   t.equal(bad.code, EXIT.runtime)
   t.notMatch(bad.stdout + bad.stderr, secret)
 })

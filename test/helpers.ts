@@ -9,7 +9,12 @@ export const REPO = fileURLToPath(new URL('..', import.meta.url))
 export const BACKUP = join(REPO, 'scripts', 'backup.sh')
 export const RESTORE = join(REPO, 'scripts', 'restore.sh')
 
-/** The tool's own switches are scrubbed so that the caller's shell cannot leak into a test. */
+/**
+ * The tool's own switches are scrubbed so that the caller's shell cannot
+ * leak into a test. The server's libpq variables (PGHOST, PGPORT, PGUSER,
+ * PGPASSWORD) are kept: they say where the test server is, and unset they
+ * mean the local socket. Each test picks its own PGDATABASE.
+ */
 export function cleanEnv(extra: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: '1' }
   for (const name of [
@@ -19,10 +24,9 @@ export function cleanEnv(extra: Record<string, string | undefined> = {}): NodeJS
     'BACKUP_BASE',
     'DATABASE_URL',
     'PGDATABASE',
-    'PGPASSWORD',
-    'PGHOST',
-    'PGPORT',
-    'PGUSER',
+    'DRILL_DATABASE',
+    'DR_RPO_TARGET',
+    'DR_RTO_TARGET',
     'FORCE_COLOR',
   ]) {
     delete env[name]
@@ -82,6 +86,12 @@ export function dropDatabase(name: string): void {
 
 export function databaseExists(name: string): boolean {
   return psql('postgres', `SELECT count(*) FROM pg_database WHERE datname = '${name}';`).trim() === '1'
+}
+
+/** host:port of the test server as a URL authority, from the libpq variables (127.0.0.1:5432 when unset). */
+export function serverAuthority(): string {
+  const host = process.env.PGHOST && !process.env.PGHOST.startsWith('/') ? process.env.PGHOST : '127.0.0.1'
+  return `${host.includes(':') ? `[${host}]` : host}:${process.env.PGPORT || '5432'}`
 }
 
 let counter = 0

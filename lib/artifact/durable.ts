@@ -51,3 +51,24 @@ export async function exists(path: string): Promise<boolean> {
     throw err
   }
 }
+
+/**
+ * Appends to a log-like file (a drill report, its JSONL history), created
+ * 0600 if missing. Only a regular file is accepted, checked on the opened
+ * descriptor; O_NONBLOCK keeps a FIFO planted at that path from hanging us.
+ */
+export async function appendSynced(path: string, text: string): Promise<void> {
+  const handle = await open(path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NONBLOCK | constants.O_NOCTTY, 0o600)
+  try {
+    if (!(await handle.stat()).isFile()) {
+      const err = new Error(`${path} is not a regular file`) as NodeJS.ErrnoException
+      err.code = 'EISDIR'
+      err.path = path
+      throw err
+    }
+    await handle.appendFile(text)
+    await handle.sync()
+  } finally {
+    await handle.close()
+  }
+}

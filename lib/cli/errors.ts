@@ -25,12 +25,15 @@ export type ExitCodeValue = (typeof ExitCode)[ExitCodeName]
 export class DrError extends Error {
   readonly kind: Exclude<ExitCodeName, 'ok'>
   readonly fix: string
+  /** What the run measured before it failed (a drill's phases, say): added to the --json document. */
+  readonly details?: Record<string, unknown>
 
-  constructor(kind: Exclude<ExitCodeName, 'ok'>, message: string, fix = '') {
+  constructor(kind: Exclude<ExitCodeName, 'ok'>, message: string, fix = '', details?: Record<string, unknown>) {
     super(message)
     this.name = 'DrError'
     this.kind = kind
     this.fix = fix
+    this.details = details
   }
 
   get exitCode(): ExitCodeValue {

@@ -81,7 +81,7 @@ export function createReporter(json: boolean, io: ReporterStreams): Reporter {
       else say(out.green(clean(humanLine)))
     },
     failure: (e) => {
-      if (json) emit({ ok: false, exitCode: e.exitCode, error: e.message, fix: e.fix })
+      if (json) emit({ ...e.details, ok: false, exitCode: e.exitCode, error: e.message, fix: e.fix })
       io.stderr.write(`${err.red('error:')} ${clean(e.line)}\n`)
     },
   }

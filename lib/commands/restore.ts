@@ -1,6 +1,8 @@
 import { checkArtifactDir, resolveArtifactPath } from '../artifact/locate.ts'
 import { verifyArtifact } from '../artifact/verify.ts'
-import { inputError, verificationError } from '../cli/errors.ts'
+import { checkRowCounts, runOperatorChecks, validateCheckSpec } from '../checks/index.ts'
+import type { CheckResult, CheckSpec } from '../checks/types.ts'
+import { DrError, inputError, usageError, verificationError } from '../cli/errors.ts'
 import type { Reporter } from '../cli/report.ts'
 import { checkReachable, toolVersion } from '../postgres/client.ts'
 import { connectionFromEnv, describeTarget, withDatabase } from '../postgres/connection.ts'
@@ -12,6 +14,8 @@ export interface RestoreOptions {
   backupBase: string | undefined
   dryRun: boolean
   restorePostgres: boolean
+  /** Checks after the restore: the built-in row counts, plus the operator's own. */
+  checks: CheckSpec | null
   env: NodeJS.ProcessEnv
 }
 
@@ -22,11 +26,13 @@ export interface RestoreResult {
   createdAt: string
   verified: string[]
   postgres: { status: 'restored' | 'planned'; database: string } | { status: 'skipped'; reason: string }
+  checks: CheckResult[]
   durationMs: number
 }
 
 export async function runRestore(opts: RestoreOptions, reporter: Reporter): Promise<RestoreResult> {
   const started = Date.now()
+  if (opts.checks) validateCheckSpec(opts.checks)
   const path = resolveArtifactPath(opts.artifact, opts.backupBase)
   await checkArtifactDir(path, opts.backupBase)
   reporter.heading(`${opts.dryRun ? 'Restore plan (dry run)' : 'Restore'}: ${path}`)
@@ -39,9 +45,11 @@ export async function runRestore(opts: RestoreOptions, reporter: Reporter): Prom
       path,
       createdAt: manifest.createdAt,
       verified: manifest.files.map((f) => f.path),
+      checks: [] as CheckResult[],
     }
 
     if (!opts.restorePostgres) {
+      if (opts.checks) throw usageError('checks run against a restored database', 'set RESTORE_POSTGRES=true, or drop the --check options')
       const reason = 'not requested (set RESTORE_POSTGRES=true to restore the database)'
       reporter.line(`postgres: skipped — ${reason}`)
       if (opts.dryRun) reporter.line('dry run: nothing was changed')
@@ -78,7 +86,22 @@ export async function runRestore(opts: RestoreOptions, reporter: Reporter): Prom
     reporter.line(`postgres: restoring ${manifest.postgres.database} into ${database}…`)
     await restoreDatabase(target, dump, database, (bytes) => reporter.progress('restoring database', bytes))
     reporter.endProgress()
-    return { ...base, dryRun: false, postgres: { status: 'restored', database }, durationMs: Date.now() - started }
+    const restored = { ...base, dryRun: false, postgres: { status: 'restored' as const, database } }
+    if (!opts.checks) return { ...restored, durationMs: Date.now() - started }
+    const pg = manifest.postgres
+    const checks = [await checkRowCounts(target, pg.tables ?? []), ...(await runOperatorChecks(opts.checks, target))]
+    for (const c of checks) reporter.line(`check ${c.name}: ${c.ok ? 'ok' : 'FAILED'} — ${c.detail}`)
+    const result = { ...restored, checks, durationMs: Date.now() - started }
+    const failed = checks.filter((c) => !c.ok)
+    if (failed.length > 0) {
+      throw new DrError(
+        'check',
+        `restored ${database}, but ${failed.length} check(s) failed: ${failed.map((c) => `${c.name}: ${c.detail}`).join('; ')}`,
+        'do not reopen traffic; investigate, or restore another backup',
+        { ...result },
+      )
+    }
+    return result
   } finally {
     await artifact.close()
   }

@@ -47,3 +47,8 @@ export async function createDatabase(conn: PgConnection, name: string, settings:
   )
 }
 
+
+/** Drops a database we created ourselves (a drill's scratch copy); FORCE ends sessions a check left open. */
+export async function dropDatabase(conn: PgConnection, name: string): Promise<void> {
+  await psql(withDatabase(conn, 'postgres'), 'DROP DATABASE IF EXISTS :"name" WITH (FORCE);\n', { name })
+}

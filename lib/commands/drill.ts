@@ -1,0 +1,218 @@
+import { listArtifacts } from '../artifact/list.ts'
+import { checkArtifactDir, resolveArtifactPath } from '../artifact/locate.ts'
+import { verifyArtifact, type VerifiedArtifact } from '../artifact/verify.ts'
+import { checkRowCounts, runOperatorChecks, validateCheckSpec } from '../checks/index.ts'
+import type { CheckResult, CheckSpec } from '../checks/types.ts'
+import { DrError, inputError, runtimeError, usageError } from '../cli/errors.ts'
+import type { Reporter } from '../cli/report.ts'
+import { onInterrupt } from '../cli/signals.ts'
+import { PhaseClock } from '../drill/phases.ts'
+import type { DrillResult, DrillVerdict } from '../drill/result.ts'
+import { scratchDatabaseName } from '../drill/scratch-name.ts'
+import { formatDuration } from '../policy/duration.ts'
+import { judge, rpoFromBackups, type RpoMeasure } from '../policy/objectives.ts'
+import { checkReachable } from '../postgres/client.ts'
+import { connectionFromEnv, describeTarget, withDatabase, type PgConnection } from '../postgres/connection.ts'
+import { checkArchive, restoreDatabase } from '../postgres/restore.ts'
+import { createDatabase, databaseExists, dropDatabase } from '../postgres/server.ts'
+
+export interface DrillOptions {
+  /** A name under BACKUP_BASE or a path; the newest complete artifact when absent. */
+  artifact: string | undefined
+  backupBase: string | undefined
+  dryRun: boolean
+  keep: boolean
+  /** DRILL_DATABASE: restore here instead of `<database>_drill_<stamp>`. */
+  scratchDatabase: string | undefined
+  windowMs: number
+  targets: { rtoMs?: number; rpoMs?: number }
+  checks: CheckSpec
+  env: NodeJS.ProcessEnv
+  now: Date
+}
+
+/** A drill that ran to its end, whatever its verdict; a DrError when it could not start at all. */
+export interface DrillOutcome {
+  result: DrillResult
+  /** The error a failed drill ends with (exit code); null when it passed. */
+  failure: DrError | null
+}
+
+const NO_RPO: RpoMeasure = { newestAgeMs: null, newest: null, largestGapMs: null, gapBetween: null, worstCaseMs: null, backupsInWindow: 0 }
+
+async function measureRpo(base: string | undefined, now: Date, windowMs: number): Promise<RpoMeasure> {
+  if (!base) return NO_RPO
+  const complete = (await listArtifacts(base)).filter((a) => a.kind === 'complete' && a.createdAt)
+  return rpoFromBackups(
+    complete.map((a) => ({ name: a.name, createdAt: a.createdAt! })),
+    now,
+    windowMs,
+  )
+}
+
+async function locate(opts: DrillOptions): Promise<string> {
+  if (opts.artifact !== undefined) {
+    const path = resolveArtifactPath(opts.artifact, opts.backupBase)
+    await checkArtifactDir(path, opts.backupBase)
+    return path
+  }
+  if (!opts.backupBase) throw usageError('BACKUP_BASE is not set', 'set BACKUP_BASE to the backup directory, or name an artifact path')
+  const newest = (await listArtifacts(opts.backupBase)).find((a) => a.kind === 'complete')
+  if (!newest) throw inputError(`no complete backup in ${opts.backupBase}`, 'run backup.sh first, or check BACKUP_BASE')
+  return newest.path
+}
+
+/** The first failure decides the exit code: a broken drill before a failed check before a missed objective. */
+function verdictOf(error: DrError | null, checks: CheckResult[], objectivesMet: boolean): DrillVerdict {
+  if (error) return 'failed'
+  if (checks.some((c) => !c.ok)) return 'check-failed'
+  return objectivesMet ? 'passed' : 'objective-missed'
+}
+
+/**
+ * A rehearsal of recovery that measures it: verify the artifact exactly
+ * as restore does, restore it into a scratch database (never the live
+ * one), run the checks, drop the scratch database. Every phase is timed;
+ * RTO is the wall time until the checks passed. Whatever fails, the
+ * scratch database is dropped and the result is still reported.
+ */
+export async function runDrill(opts: DrillOptions, reporter: Reporter): Promise<DrillOutcome> {
+  validateCheckSpec(opts.checks)
+  const clock = new PhaseClock()
+  const conn = connectionFromEnv(opts.env)
+  let artifact: VerifiedArtifact | undefined
+  let path: string | null = null
+  let scratch: string | null = null
+  let created = false
+  let checks: CheckResult[] = []
+  let rtoMs: number | null = null
+  let error: DrError | null = null
+  let rpo = NO_RPO
+  let releaseCleanup = () => {}
+
+  try {
+    path = await clock.run('locate', async () => {
+      rpo = await measureRpo(opts.backupBase, opts.now, opts.windowMs)
+      return locate(opts)
+    })
+    reporter.heading(`${opts.dryRun ? 'Drill (dry run: verify only)' : 'Drill'}: ${path}`)
+    artifact = await clock.run('verify', async () => {
+      const verified = await verifyArtifact(path!, reporter)
+      const dump = dumpOf(verified)
+      // The restore's own read of the archive's table of contents; needs no connection.
+      if (dump) await checkArchive(conn, dump)
+      return verified
+    })
+    const { manifest } = artifact
+    const dump = dumpOf(artifact)
+    if (opts.dryRun || manifest.postgres.status !== 'dumped' || !dump) {
+      if (!opts.dryRun) reporter.line('the artifact holds no database dump: nothing to restore, verification only')
+      clock.skip('restore')
+      clock.skip('checks')
+      clock.skip('cleanup')
+    } else {
+      const pg = manifest.postgres
+      const server = conn
+      const name = opts.scratchDatabase ?? scratchDatabaseName(pg.database, opts.now)
+      scratch = name
+      const target = withDatabase(server, name)
+      await clock.run('restore', async () => {
+        await checkReachable(target)
+        if (name === pg.database || name === server.target.database) {
+          throw usageError(`the drill database ${name} is the source database`, 'set DRILL_DATABASE to a scratch name')
+        }
+        // Never restore over something that exists: a drill must not touch a real database.
+        if (await databaseExists(target, name)) {
+          throw inputError(`the drill database ${name} already exists`, 'drop it, or set DRILL_DATABASE to a name that is not in use')
+        }
+        const { encoding, collate, ctype } = pg
+        await createDatabase(target, name, { encoding, collate, ctype })
+        created = true
+        releaseCleanup = onInterrupt(() => dropQuietly(target, name))
+        reporter.line(`restoring into scratch database ${describeTarget(target.target)}…`)
+        await restoreDatabase(target, dump, name, (bytes) => reporter.progress('restoring database', bytes))
+        reporter.endProgress()
+      })
+      checks = await clock.run('checks', async () => {
+        const all = [await checkRowCounts(target, pg.tables ?? [])]
+        all.push(...(await runOperatorChecks(opts.checks, target)))
+        return all
+      })
+      if (checks.every((c) => c.ok)) rtoMs = clock.elapsed()
+      for (const c of checks) reporter.line(`check ${c.name}: ${c.ok ? 'ok' : 'FAILED'} — ${c.detail}`)
+    }
+  } catch (err) {
+    error = err instanceof DrError ? err : runtimeError(`drill failed: ${(err as Error)?.message ?? String(err)}`)
+  } finally {
+    await artifact?.close()
+  }
+
+  if (created && scratch) {
+    const target = withDatabase(conn, scratch)
+    if (opts.keep) {
+      clock.skip('cleanup')
+      reporter.line(`kept scratch database ${scratch} for inspection (--keep); drop it with: dropdb ${scratch}`)
+    } else {
+      await clock.run('cleanup', () => dropDatabase(target, scratch!)).catch((err: unknown) => {
+        reporter.warn(`could not drop the scratch database ${scratch}: ${(err as Error).message}`)
+      })
+    }
+    releaseCleanup()
+  }
+
+  const judgement = judge({ rtoMs: opts.dryRun ? undefined : (rtoMs ?? undefined), rpoMs: rpo.worstCaseMs }, {
+    rtoMs: opts.dryRun ? undefined : opts.targets.rtoMs,
+    rpoMs: opts.targets.rpoMs,
+  })
+  const verdict = verdictOf(error, checks, judgement.met)
+  const result: DrillResult = {
+    at: opts.now.toISOString(),
+    dryRun: opts.dryRun,
+    artifact: artifact?.manifest.artifact ?? null,
+    path,
+    artifactCreatedAt: artifact?.manifest.createdAt ?? null,
+    sourceDatabase: artifact?.manifest.postgres.status === 'dumped' ? artifact.manifest.postgres.database : null,
+    scratchDatabase: scratch,
+    kept: opts.keep && created,
+    phases: clock.phases,
+    rtoMs,
+    rpo,
+    windowMs: opts.windowMs,
+    targets: opts.targets,
+    judgement,
+    checks,
+    verdict,
+    error: error ? error.line : null,
+  }
+  return { result, failure: failureFor(verdict, error, checks, result) }
+}
+
+function dumpOf(artifact: VerifiedArtifact) {
+  const pg = artifact.manifest.postgres
+  return pg.status === 'dumped' ? artifact.files.get(pg.file) : undefined
+}
+
+async function dropQuietly(conn: PgConnection, name: string): Promise<void> {
+  await dropDatabase(conn, name).catch(() => {})
+}
+
+function failureFor(verdict: DrillVerdict, error: DrError | null, checks: CheckResult[], r: DrillResult): DrError | null {
+  switch (verdict) {
+    case 'passed':
+      return null
+    case 'failed':
+      return error
+    case 'check-failed': {
+      const failed = checks.filter((c) => !c.ok)
+      return new DrError('check', `drill check failed: ${failed.map((c) => `${c.name}: ${c.detail}`).join('; ')}`, 'do not rely on this backup until the cause is found; see the drill report')
+    }
+    case 'objective-missed': {
+      const missed: string[] = []
+      if (r.judgement.rto === 'missed') missed.push(`RTO ${r.rtoMs === null ? 'not measured' : formatDuration(r.rtoMs)} > target ${formatDuration(r.targets.rtoMs!)}`)
+      if (r.judgement.rpo === 'missed') {
+        missed.push(`RPO worst case ${r.rpo.worstCaseMs === null ? 'unknown (no backups)' : formatDuration(r.rpo.worstCaseMs)} > target ${formatDuration(r.targets.rpoMs!)}`)
+      }
+      return new DrError('objective', `drill passed but missed its objectives: ${missed.join(', ')}`, 'back up more often or speed up the restore; see the drill report')
+    }
+  }
+}
