@@ -7,19 +7,25 @@ import { runCli, scriptArgs } from '../lib/cli/run.ts'
 import { envFlag, flagOrEnv } from '../lib/cli/switches.ts'
 import { usageError } from '../lib/cli/errors.ts'
 import { formatBytes } from '../lib/cli/report.ts'
+import { parseDuration } from '../lib/policy/duration.ts'
 
 const USAGE = `Usage: backup.sh --output DIR [--include-postgres] [--dry-run] [--json]
 
 Writes DIR/conductor-backup-YYYYMMDDTHHMMSSZ/ (UTC) holding manifest.json,
-manifest.json.sha256 and, when enabled, postgres.dump (pg_dump -Fc).
+manifest.json.sha256 and, when enabled, postgres.dump.zst (pg_dump -Fc -Z0
+compressed by zstd -T0 -3) with the row count of every table.
 
   --output DIR          where artifacts go; created with mode 0700 if missing
   --include-postgres    include the database (same as INCLUDE_POSTGRES=true)
+  --lock-wait-timeout DUR  give up when a table stays locked this long (default 5m,
+                        or PG_LOCK_WAIT_TIMEOUT); a cron backup fails instead of stalling
   --dry-run             validate and print the plan; write nothing, need no secrets
   --json                print one JSON result on stdout (for cron)
   -h, --help            this text
 
 The database is dumped only when it is included AND ENABLE_POSTGRES_DUMP=true.
+The cluster's roles go along (roles.sql, pg_dumpall --roles-only) without password
+hashes unless BACKUP_ROLE_PASSWORDS=true.
 Connection: PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD (or ~/.pgpass), or
 DATABASE_URL. Passwords are never put on a command line or printed.
 
@@ -29,7 +35,7 @@ Exit codes: 0 ok, 1 runtime failure, 2 usage, 3 missing/unusable input,
 await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, reporter }) => {
   const { flags, positional } = parseArgs(argv, {
     boolean: ['dry-run', 'include-postgres', 'json', 'help'],
-    string: ['output'],
+    string: ['output', 'lock-wait-timeout'],
     alias: { h: 'help' },
   })
   if (flags.help) {
@@ -46,6 +52,11 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, repo
       dryRun: Boolean(flags['dry-run']),
       includePostgres: flagOrEnv(flags['include-postgres'] === true, env, 'INCLUDE_POSTGRES'),
       enablePostgresDump: envFlag(env, 'ENABLE_POSTGRES_DUMP'),
+      rolePasswords: envFlag(env, 'BACKUP_ROLE_PASSWORDS'),
+      lockWaitTimeoutMs: parseDuration(
+        String(flags['lock-wait-timeout'] ?? (env.PG_LOCK_WAIT_TIMEOUT || '5m')),
+        flags['lock-wait-timeout'] ? '--lock-wait-timeout' : 'PG_LOCK_WAIT_TIMEOUT',
+      ),
       now: new Date(),
       env,
     },

@@ -18,15 +18,15 @@ t.test('damaged artifacts are refused before the database is touched', async (t)
   const db = scratchDatabase(t)
   fillDatabase(db, 500)
   const { path: pristine } = await backupOf(t, db)
-  const dumpSize = statSync(join(pristine, 'postgres.dump')).size
+  const dumpSize = statSync(join(pristine, 'postgres.dump.zst')).size
   psql(db, "UPDATE customers SET name = 'after the backup';")
   const current = snapshot(db)
 
   const damages: Array<{ name: string; damage: (dir: string) => void; message: RegExp }> = [
-    { name: 'one bit in the middle of the dump', damage: (d) => flipByte(join(d, 'postgres.dump'), Math.floor(dumpSize / 2)), message: /postgres\.dump failed its SHA-256 check/ },
-    { name: 'one bit in the last byte of the dump', damage: (d) => flipByte(join(d, 'postgres.dump'), dumpSize - 1), message: /postgres\.dump failed its SHA-256 check/ },
-    { name: 'a truncated dump', damage: (d) => truncateSync(join(d, 'postgres.dump'), dumpSize - 100), message: /postgres\.dump is \d+ bytes, manifest says/ },
-    { name: 'a missing dump', damage: (d) => rmSync(join(d, 'postgres.dump')), message: /postgres\.dump is missing from the artifact/ },
+    { name: 'one bit in the middle of the dump', damage: (d) => flipByte(join(d, 'postgres.dump.zst'), Math.floor(dumpSize / 2)), message: /postgres\.dump\.zst failed its SHA-256 check/ },
+    { name: 'one bit in the last byte of the dump', damage: (d) => flipByte(join(d, 'postgres.dump.zst'), dumpSize - 1), message: /postgres\.dump\.zst failed its SHA-256 check/ },
+    { name: 'a truncated dump', damage: (d) => truncateSync(join(d, 'postgres.dump.zst'), dumpSize - 100), message: /postgres\.dump\.zst is \d+ bytes, manifest says/ },
+    { name: 'a missing dump', damage: (d) => rmSync(join(d, 'postgres.dump.zst')), message: /postgres\.dump\.zst is missing from the artifact/ },
     { name: 'one bit in the manifest', damage: (d) => flipByte(join(d, 'manifest.json'), 40), message: /manifest\.json does not match its checksum/ },
     {
       name: 'a truncated manifest',
@@ -46,7 +46,7 @@ t.test('damaged artifacts are refused before the database is touched', async (t)
     {
       name: 'a dump damaged before it was checksummed (checksums recomputed)',
       damage: (d) => {
-        const dump = join(d, 'postgres.dump')
+        const dump = join(d, 'postgres.dump.zst')
         writeFileSync(dump, Buffer.from('PGDMP but not really an archive'))
         const st = statSync(dump)
         const digest = createHash('sha256').update(readFileSync(dump)).digest('hex')

@@ -53,7 +53,7 @@ t.test('guide workflow against a real database', async (t) => {
   t.equal(firstManifest.postgres.status, 'skipped')
   t.match(firstManifest.postgres.reason, /ENABLE_POSTGRES_DUMP/)
   t.same(firstManifest.files, [])
-  t.notOk(existsSync(join(base, first, 'postgres.dump')))
+  t.notOk(existsSync(join(base, first, 'postgres.dump.zst')))
 
   await nextSecond()
   const withDump = await sh(line(GUIDE_LINES.backupWithDump), env)
@@ -65,9 +65,8 @@ t.test('guide workflow against a real database', async (t) => {
   t.equal(manifest.postgres.status, 'dumped')
   t.equal(manifest.postgres.database, db)
   t.match(manifest.postgres.serverVersion, /^\d+/)
-  t.same(manifest.files, [
-    { path: 'postgres.dump', size: statSync(join(dir, 'postgres.dump')).size, sha256: sha256(join(dir, 'postgres.dump')) },
-  ])
+  const entry = (file: string) => ({ path: file, size: statSync(join(dir, file)).size, sha256: sha256(join(dir, file)) })
+  t.same(manifest.files, [entry('postgres.dump.zst'), entry('roles.sql')])
   t.equal(readFileSync(join(dir, 'manifest.json.sha256'), 'utf8'), `${sha256(join(dir, 'manifest.json'))}  manifest.json\n`)
 
   // Change the database so that each restore line shows whether it touched it.

@@ -7,7 +7,12 @@ import { verificationError } from '../cli/errors.ts'
  * nothing it has not validated.
  */
 export const MANIFEST_FORMAT = 'conductor-backup-manifest'
-export const MANIFEST_VERSION = 1
+/**
+ * 2: the dump is `pg_dump -Fc -Z0` compressed by zstd (postgres.compression).
+ * 1: the dump is `pg_dump -Fc` with its own zlib; still read and restored.
+ */
+export const MANIFEST_VERSION = 2
+export const READABLE_VERSIONS: readonly number[] = [1, 2]
 
 export interface ManifestFile {
   /** Relative to the artifact directory, '/'-separated, never '..'. */
@@ -36,6 +41,8 @@ export interface PostgresDumped {
   file: string
   /** pg_dump's custom format, restorable with pg_restore. */
   format: 'custom'
+  /** 'zstd': the file is zstd-compressed (formatVersion 2); absent: pg_dump's own compression (formatVersion 1). */
+  compression?: 'zstd'
   database: string
   /** Recreating a lost database needs these; pg_dump without --create omits them. */
   encoding: string
@@ -45,6 +52,13 @@ export interface PostgresDumped {
   pgDumpVersion: string
   /** Absent in artifacts written before row counts were recorded. */
   tables?: TableCount[]
+  /** The cluster's roles (pg_dumpall --roles-only), created on restore where missing. */
+  roles?: { file: string; passwords: boolean }
+  /** Owner of the database, so a database recreated by restore belongs to the same role. */
+  owner?: string
+  /** 'icu' databases are recreated with ICU_LOCALE; absent means libc. */
+  localeProvider?: 'libc' | 'icu'
+  iculocale?: string
 }
 
 export type PostgresSection = PostgresSkipped | PostgresDumped
@@ -56,7 +70,7 @@ export interface ToolInfo {
 
 export interface Manifest {
   format: typeof MANIFEST_FORMAT
-  formatVersion: typeof MANIFEST_VERSION
+  formatVersion: 1 | 2
   tool: ToolInfo
   /** Final artifact name, e.g. conductor-backup-20240315T120000Z. */
   artifact: string
@@ -147,6 +161,19 @@ function parsePostgres(value: unknown, files: ManifestFile[]): PostgresSection {
   if (!files.some((f) => f.path === file)) throw malformed(`postgres.file '${file}' is not listed in files`)
   if (value.format !== 'custom') throw malformed(`postgres.format must be 'custom'`)
   const tables = parseTables(value.tables)
+  if (value.compression !== undefined && value.compression !== 'zstd') throw malformed(`postgres.compression must be 'zstd'`)
+  if (value.localeProvider !== undefined && value.localeProvider !== 'libc' && value.localeProvider !== 'icu') {
+    throw malformed(`postgres.localeProvider must be 'libc' or 'icu'`)
+  }
+  let roles: { file: string; passwords: boolean } | undefined
+  if (value.roles !== undefined) {
+    if (!isObject(value.roles)) throw malformed('postgres.roles must be an object')
+    const rolesFile = field(value.roles, 'file', isString, 'a file name', 'postgres.roles.')
+    if (!files.some((f) => f.path === rolesFile)) throw malformed(`postgres.roles.file '${rolesFile}' is not listed in files`)
+    if (typeof value.roles.passwords !== 'boolean') throw malformed('postgres.roles.passwords must be true or false')
+    roles = { file: rolesFile, passwords: value.roles.passwords }
+  }
+  const optionalText = (key: string) => (value[key] === undefined ? {} : { [key]: field(value, key, isString, 'a string', where) })
   return {
     status: 'dumped',
     file,
@@ -157,7 +184,12 @@ function parsePostgres(value: unknown, files: ManifestFile[]): PostgresSection {
     ctype: field(value, 'ctype', isText, 'a locale name', where),
     serverVersion: field(value, 'serverVersion', isString, 'a version', where),
     pgDumpVersion: field(value, 'pgDumpVersion', isString, 'a version', where),
+    ...(value.compression === 'zstd' ? { compression: 'zstd' as const } : {}),
     ...(tables ? { tables } : {}),
+    ...(roles ? { roles } : {}),
+    ...optionalText('owner'),
+    ...(value.localeProvider ? { localeProvider: value.localeProvider as 'libc' | 'icu' } : {}),
+    ...optionalText('iculocale'),
   }
 }
 
@@ -172,9 +204,9 @@ export function parseManifest(text: string): Manifest {
   if (!isObject(raw)) throw malformed('top level must be an object')
   if (raw.format !== MANIFEST_FORMAT) throw malformed(`format must be '${MANIFEST_FORMAT}'`)
   if (typeof raw.formatVersion !== 'number') throw malformed('formatVersion must be a number')
-  if (raw.formatVersion !== MANIFEST_VERSION) {
+  if (!READABLE_VERSIONS.includes(raw.formatVersion)) {
     throw verificationError(
-      `manifest formatVersion ${raw.formatVersion} is not supported (this tool reads ${MANIFEST_VERSION})`,
+      `manifest formatVersion ${raw.formatVersion} is not supported (this tool reads ${READABLE_VERSIONS.join(' and ')})`,
       'restore with the tool version named in manifest.json "tool"',
     )
   }
@@ -189,7 +221,7 @@ export function parseManifest(text: string): Manifest {
   }
   return {
     format: MANIFEST_FORMAT,
-    formatVersion: MANIFEST_VERSION,
+    formatVersion: raw.formatVersion as 1 | 2,
     tool: {
       name: field(tool, 'name', isString, 'a string', 'tool.'),
       version: field(tool, 'version', isString, 'a string', 'tool.'),

@@ -17,7 +17,8 @@ export interface Tool {
 
 export interface ToolOptions {
   env: NodeJS.ProcessEnv
-  stdin: 'pipe' | 'ignore'
+  /** A Readable here is another child's stdout: the two are joined by the OS, not copied through us. */
+  stdin: 'pipe' | 'ignore' | Readable
   stdout: 'pipe' | 'ignore'
   /** The error to report when `cmd` is not installed. */
   missing: DrError
@@ -30,6 +31,8 @@ export interface ToolOptions {
  */
 export function spawnTool(cmd: string, args: readonly string[], opts: ToolOptions): Tool {
   const child = spawn(cmd, [...args], { env: opts.env, stdio: [opts.stdin, opts.stdout, 'pipe'] })
+  // Our copy of a pipe handed to the child must go, or the writer never sees the reader leave.
+  if (typeof opts.stdin === 'object') opts.stdin.destroy()
   let tail = ''
   child.stderr!.setEncoding('utf8')
   child.stderr!.on('data', (chunk: string) => {

@@ -57,11 +57,12 @@ export async function exportSnapshot(conn: PgConnection): Promise<HeldSnapshot> 
  * the exported snapshot. Names travel as JSON, so no name can break the
  * parsing, whatever quotes or newlines it holds.
  */
-export async function countRows(conn: PgConnection, snapshot: string): Promise<TableCount[]> {
+export async function countRows(conn: PgConnection, snapshot: string, lockTimeoutMs: number): Promise<TableCount[]> {
   const out = await psql(
     conn,
     `BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;
 SET TRANSACTION SNAPSHOT :'snapshot';
+SET LOCAL lock_timeout = :'lock_timeout';
 SELECT format('SELECT json_build_object(''schema'', %L, ''table'', %L, ''rows'', count(*)) FROM %I.%I',
               n.nspname, c.relname, n.nspname, c.relname)
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -74,7 +75,7 @@ SELECT format('SELECT json_build_object(''schema'', %L, ''table'', %L, ''rows'',
 \\gexec
 COMMIT;
 `,
-    { snapshot },
+    { snapshot, lock_timeout: String(lockTimeoutMs) },
     'counting rows',
   )
   const counts: TableCount[] = []
