@@ -62,6 +62,18 @@ export function digestBuffer(data: Buffer | string): Digest {
   return { sha256: createHash('sha256').update(buf).digest('hex'), size: buf.length }
 }
 
+/**
+ * A small verified file (a roles dump) read whole, by the same rule as
+ * everything else: the bytes used are hashed as they are read and must
+ * match what was verified.
+ */
+export async function readVerified(handle: FileHandle, expected: Digest, limit: number): Promise<Buffer | undefined> {
+  if (expected.size > limit) return undefined
+  const chunks: Buffer[] = []
+  for await (const chunk of verifiedBytes(handle, expected, () => {})) chunks.push(chunk)
+  return Buffer.concat(chunks)
+}
+
 export class DigestMismatch extends Error {
   constructor(readonly actual: Digest) {
     super('the bytes read do not match the verified checksum')
