@@ -4,6 +4,7 @@ import { appendSynced } from '../lib/artifact/durable.ts'
 import { parseArgs } from '../lib/cli/args.ts'
 import { checkSpecFromFlags, CHECK_FLAGS } from '../lib/cli/check-flags.ts'
 import { DrError, usageError } from '../lib/cli/errors.ts'
+import { parseJobs } from '../lib/cli/jobs.ts'
 import { runCli, scriptArgs } from '../lib/cli/run.ts'
 import { runDrill } from '../lib/commands/drill.ts'
 import { historyPathFor, historyRecord, renderMarkdown } from '../lib/drill/report.ts'
@@ -32,13 +33,15 @@ exactly as restore.sh does (manifest checksum, every SHA-256, pg_restore
   --check-cmd CMD     run CMD (sh -c) with the scratch database's PG* variables; must exit 0
   --check-url URL     HTTP GET must answer 2xx
   --check-timeout DUR per check (default 5m)
+  --jobs N            pg_restore parallelism (or RESTORE_JOBS; default min(4, CPUs))
   --json              one JSON document on stdout
   -h, --help          this text
 
 Built-in check: every table recorded in the manifest exists in the restored
 database with the row count taken in pg_dump's own snapshot.
 Environment: BACKUP_BASE, DRILL_DATABASE (scratch name; default
-<database>_drill_<UTC stamp>), DR_RPO_TARGET, DR_RTO_TARGET, PGHOST, PGPORT,
+<database>_drill_<UTC stamp>), RESTORE_STAGING_DIR (where the uncompressed
+dump is staged for pg_restore -j; default the system temp dir), DR_RPO_TARGET, DR_RTO_TARGET, PGHOST, PGPORT,
 PGUSER, PGPASSWORD, DATABASE_URL (as for restore.sh).
 Measured RTO = wall time from start until the checks pass. RPO = worst of
 the newest backup's age and the largest gap between complete backups over
@@ -54,7 +57,7 @@ const duration = (value: unknown, what: string): number | undefined =>
 await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, reporter }) => {
   const { flags, lists, positional } = parseArgs(argv, {
     boolean: ['dry-run', 'keep', 'summary', 'json', 'help'],
-    string: ['rpo', 'rto', 'window', 'report', 'check-timeout'],
+    string: ['rpo', 'rto', 'window', 'report', 'check-timeout', 'jobs'],
     repeatable: CHECK_FLAGS,
     alias: { h: 'help' },
   })
@@ -96,6 +99,8 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, repo
         rpoMs: duration(flags.rpo ?? env.DR_RPO_TARGET, flags.rpo ? '--rpo' : 'DR_RPO_TARGET'),
       },
       checks: checkSpecFromFlags(lists, flags),
+      jobs: parseJobs(flags.jobs ?? env.RESTORE_JOBS),
+      stagingDir: env.RESTORE_STAGING_DIR || undefined,
       env,
       now: new Date(),
     },

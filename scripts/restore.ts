@@ -6,6 +6,7 @@ import { runCli, scriptArgs } from '../lib/cli/run.ts'
 import { checkSpecFromFlags, CHECK_FLAGS, hasOperatorChecks } from '../lib/cli/check-flags.ts'
 import { envFlag } from '../lib/cli/switches.ts'
 import { usageError } from '../lib/cli/errors.ts'
+import { parseJobs } from '../lib/cli/jobs.ts'
 import { runRestore } from '../lib/commands/restore.ts'
 
 const USAGE = `Usage: BACKUP_BASE=DIR restore.sh [--dry-run] [--json] ARTIFACT
@@ -29,12 +30,21 @@ before reopening traffic):
   --check-timeout DUR per check (default 5m)
 Any --check-* option implies --check.
 
-RESTORE_POSTGRES=true restores the database dump with pg_restore into PGDATABASE
-(or DATABASE_URL's database; by default the database that was backed up, created
-if missing). It is a clean restore: every table, view, function and other object
-contained in the dump is dropped and recreated with the dump's contents; objects
-that are not in the dump are left alone. It runs as one transaction, so a failure
-leaves the database unchanged.
+RESTORE_POSTGRES=true restores the database dump into PGDATABASE (or
+DATABASE_URL's database; by default the database that was backed up). The dump
+is staged (decompressed, checked again) in RESTORE_STAGING_DIR (default: the
+system temp dir; needs room for the uncompressed dump), restored with
+pg_restore -j into a new database beside the target, checked, and only then
+swapped in under the target's name in one step. The database it replaces is
+kept as <name>_pre_restore_<UTC stamp> until you drop it (or --drop-old). A
+failure or interrupt before the swap leaves the target exactly as it was.
+Sessions on the target are ended at the swap: stop the application first.
+
+  --jobs N      pg_restore parallelism (or RESTORE_JOBS; default min(4, CPUs))
+  --drop-old    drop the replaced database once the swap succeeded
+  --in-place    instead: every object of the dump is dropped and recreated inside
+                the existing database in one transaction (pg_restore --clean
+                --single-transaction; objects not in the dump are kept; no -j)
 
 Exit codes: 0 ok, 1 runtime failure, 2 usage, 3 missing/unusable input,
 4 verification failed, 5 a check failed, 130 interrupted.
@@ -42,8 +52,8 @@ See docs/operators-guide.md.`
 
 await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, reporter }) => {
   const { flags, lists, positional } = parseArgs(argv, {
-    boolean: ['dry-run', 'json', 'help', 'check'],
-    string: ['check-timeout'],
+    boolean: ['dry-run', 'json', 'help', 'check', 'in-place', 'drop-old'],
+    string: ['check-timeout', 'jobs'],
     repeatable: CHECK_FLAGS,
     alias: { h: 'help' },
   })
@@ -60,6 +70,11 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, repo
       dryRun: Boolean(flags['dry-run']),
       restorePostgres: envFlag(env, 'RESTORE_POSTGRES'),
       checks: flags.check || hasOperatorChecks(checks) ? checks : null,
+      inPlace: Boolean(flags['in-place']),
+      dropOld: Boolean(flags['drop-old']),
+      jobs: parseJobs(flags.jobs ?? env.RESTORE_JOBS),
+      stagingDir: env.RESTORE_STAGING_DIR || undefined,
+      now: new Date(),
       env,
     },
     reporter,

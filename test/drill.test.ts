@@ -111,7 +111,7 @@ t.test('a corrupted artifact fails at verify; a missed objective has its own cod
   t.match(JSON.parse(r.stdout), { verdict: 'objective-missed', judgement: { rto: 'missed' } })
   t.notOk(databaseExists(scratch))
 
-  const dump = join(path, 'postgres.dump')
+  const dump = join(path, 'postgres.dump.zst')
   const bytes = readFileSync(dump)
   bytes[Math.floor(bytes.length / 2)]! ^= 0xff
   writeFileSync(dump, bytes)

@@ -57,53 +57,57 @@ t.test('1. restore applies exactly the bytes it verified', async (t) => {
   const other = scratchDatabase(t)
   fillDatabase(other, 50)
   psql(other, "UPDATE customers SET name = 'SWAPPED';")
-  const otherDump = join(tempDir(t), 'other.dump')
-  execFileSync('pg_dump', ['-Fc', '-f', otherDump, '-d', other], { env: cleanEnv() })
+  const otherDump = join(tempDir(t), 'other.dump.zst')
+  execFileSync('sh', ['-c', `pg_dump -Fc -Z0 -d "$1" | zstd -q -c > "$2"`, 'sh', other, otherDump], { env: cleanEnv() })
   psql(db, "UPDATE customers SET name = 'after the backup';")
   const current = snapshot(db)
-  const dump = join(path, 'postgres.dump')
-
-  await t.test('a dump replaced by rename after verification: the verified one is restored', async (t) => {
-    const copy = `${path}-mv`
-    cpSync(path, copy, { recursive: true })
-    t.teardown(() => rmSync(copy, { recursive: true, force: true }))
-    const bin = wrapPgRestore(t, '--list', `cp ${otherDump} ${copy}/swap.tmp && mv ${copy}/swap.tmp ${copy}/postgres.dump`)
-    const r = await run(RESTORE, [copy], pgEnv(db, { RESTORE_POSTGRES: 'true', PATH: `${bin}:${process.env.PATH}` }))
-    t.equal(r.code, 0, r.stderr)
-    t.equal(readFileSync(join(copy, 'postgres.dump')).equals(readFileSync(otherDump)), true, 'the swap did happen')
-    t.same(snapshot(db), backedUp, 'the database holds the verified backup, not the swapped dump')
-    psql(db, "UPDATE customers SET name = 'after the backup';")
-  })
-
+  const dump = join(path, 'postgres.dump.zst')
   const size = readFileSync(dump).length
-  // Changed while pg_restore --list runs: after verification, before the restore reads a byte.
-  for (const how of [
-    { name: 'rewritten in place (same inode)', hook: (d: string) => `cat ${otherDump} > ${d}/postgres.dump`, message: /changed after it was verified|cannot be read/ },
-    { name: 'one byte flipped near its end', hook: (d: string) => `printf '\\377' | dd of=${d}/postgres.dump bs=1 seek=${size - 3} conv=notrunc status=none`, message: /changed after it was verified/ },
-    { name: 'truncated in place', hook: (d: string) => `truncate -s 1000 ${d}/postgres.dump`, message: /changed after it was verified|cannot be read/ },
-  ]) {
-    await t.test(`a dump ${how.name} after verification never reaches the database`, async (t) => {
-      const copy = `${path}-${how.name.replace(/\W+/g, '-')}`
+
+  // Both ways of restoring: the default (staged, parallel, swapped in) and --in-place (streamed into one transaction).
+  for (const mode of [['--drop-old'], ['--in-place']]) {
+    const restore = (copy: string, bin: string) =>
+      run(RESTORE, [...mode, copy], pgEnv(db, { RESTORE_POSTGRES: 'true', PATH: `${bin}:${process.env.PATH}` }))
+    const copyOf = (t: Test, name: string) => {
+      const copy = `${path}-${mode[0]}-${name.replace(/\W+/g, '-')}`
       cpSync(path, copy, { recursive: true })
       t.teardown(() => rmSync(copy, { recursive: true, force: true }))
-      const bin = wrapPgRestore(t, '--list', how.hook(copy))
-      const r = await run(RESTORE, [copy], pgEnv(db, { RESTORE_POSTGRES: 'true', PATH: `${bin}:${process.env.PATH}` }))
-      t.not(readFileSync(join(copy, 'postgres.dump')).equals(readFileSync(dump)), true, 'the file did change')
-      oneCleanLine(t, r, EXIT.verification, how.message)
-      t.same(snapshot(db), current, 'database untouched')
+      return copy
+    }
+
+    await t.test(`${mode[0]}: a dump replaced by rename after verification: the verified one is restored`, async (t) => {
+      const copy = copyOf(t, 'mv')
+      const bin = wrapPgRestore(t, '--list', `cp ${otherDump} ${copy}/swap.tmp && mv ${copy}/swap.tmp ${copy}/postgres.dump.zst`)
+      const r = await restore(copy, bin)
+      t.equal(r.code, 0, r.stderr)
+      t.equal(readFileSync(join(copy, 'postgres.dump.zst')).equals(readFileSync(otherDump)), true, 'the swap did happen')
+      t.same(snapshot(db), backedUp, 'the database holds the verified backup, not the swapped dump')
+      psql(db, "UPDATE customers SET name = 'after the backup';")
+    })
+
+    // Changed while pg_restore --list runs: after verification, before the restore reads a byte.
+    for (const how of [
+      { name: 'rewritten in place (same inode)', hook: (d: string) => `cat ${otherDump} > ${d}/postgres.dump.zst`, message: /changed after it was verified|cannot be read/ },
+      { name: 'one byte flipped near its end', hook: (d: string) => `printf '\\377' | dd of=${d}/postgres.dump.zst bs=1 seek=${size - 3} conv=notrunc status=none`, message: /changed after it was verified/ },
+      { name: 'truncated in place', hook: (d: string) => `truncate -s 1000 ${d}/postgres.dump.zst`, message: /changed after it was verified|cannot be read/ },
+    ]) {
+      await t.test(`${mode[0]}: a dump ${how.name} after verification never reaches the database`, async (t) => {
+        const copy = copyOf(t, how.name)
+        const r = await restore(copy, wrapPgRestore(t, '--list', how.hook(copy)))
+        t.not(readFileSync(join(copy, 'postgres.dump.zst')).equals(readFileSync(dump)), true, 'the file did change')
+        oneCleanLine(t, r, EXIT.verification, how.message)
+        t.same(snapshot(db), current, 'database untouched')
+      })
+    }
+
+    await t.test(`${mode[0]}: bytes appended after verification are not applied; the verified ones are`, async (t) => {
+      const copy = copyOf(t, 'appended')
+      const r = await restore(copy, wrapPgRestore(t, '--list', `cat ${otherDump} >> ${copy}/postgres.dump.zst`))
+      t.equal(r.code, 0, r.stderr)
+      t.same(snapshot(db), backedUp, 'exactly the verified backup was restored')
+      psql(db, "UPDATE customers SET name = 'after the backup';")
     })
   }
-
-  await t.test('bytes appended after verification are not applied; the verified ones are', async (t) => {
-    const copy = `${path}-appended`
-    cpSync(path, copy, { recursive: true })
-    t.teardown(() => rmSync(copy, { recursive: true, force: true }))
-    const bin = wrapPgRestore(t, '--single-transaction', `cat ${otherDump} >> ${copy}/postgres.dump`)
-    const r = await run(RESTORE, [copy], pgEnv(db, { RESTORE_POSTGRES: 'true', PATH: `${bin}:${process.env.PATH}` }))
-    t.equal(r.code, 0, r.stderr)
-    t.same(snapshot(db), backedUp, 'exactly the verified backup was restored')
-    psql(db, "UPDATE customers SET name = 'after the backup';")
-  })
 })
 
 t.test('2. system errors from operator mistakes get a code and a fix, never "internal error"', async (t) => {
@@ -163,10 +167,10 @@ t.test('3. restore never blocks on, nor reads without bound, a special file', as
   const variants: Array<{ name: string; file: string; make: (p: string) => void; message: RegExp }> = [
     { name: 'manifest is a FIFO', file: 'manifest.json', make: (p) => execFileSync('mkfifo', [p]), message: /named pipe/ },
     { name: 'sidecar is a FIFO', file: 'manifest.json.sha256', make: (p) => execFileSync('mkfifo', [p]), message: /named pipe/ },
-    { name: 'dump is a FIFO', file: 'postgres.dump', make: (p) => execFileSync('mkfifo', [p]), message: /named pipe/ },
+    { name: 'dump is a FIFO', file: 'postgres.dump.zst', make: (p) => execFileSync('mkfifo', [p]), message: /named pipe/ },
     { name: 'manifest links to /dev/zero', file: 'manifest.json', make: (p) => symlinkSync('/dev/zero', p), message: /device/ },
     { name: 'sidecar links to /dev/urandom', file: 'manifest.json.sha256', make: (p) => symlinkSync('/dev/urandom', p), message: /device/ },
-    { name: 'dump links to /dev/zero', file: 'postgres.dump', make: (p) => symlinkSync('/dev/zero', p), message: /device/ },
+    { name: 'dump links to /dev/zero', file: 'postgres.dump.zst', make: (p) => symlinkSync('/dev/zero', p), message: /device/ },
     { name: 'manifest is a 20 MB file', file: 'manifest.json', make: (p) => writeFileSync(p, Buffer.alloc(20 * 1024 * 1024, 0x20)), message: /larger than/ },
   ]
   for (const v of variants) {

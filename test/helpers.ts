@@ -84,6 +84,12 @@ export function dropDatabase(name: string): void {
   psql('postgres', `DROP DATABASE IF EXISTS "${name}" WITH (FORCE);`)
 }
 
+/** The database and what restores and drills derived from it (`<name>_pre_restore_…`, `_restoring_`, `_drill_`). */
+export function dropDatabaseAndCopies(name: string): void {
+  const copies = psql('postgres', `SELECT datname FROM pg_database WHERE datname LIKE '${name}\\_%';`).split('\n').filter(Boolean)
+  for (const db of [name, ...copies]) dropDatabase(db)
+}
+
 export function databaseExists(name: string): boolean {
   return psql('postgres', `SELECT count(*) FROM pg_database WHERE datname = '${name}';`).trim() === '1'
 }
@@ -99,7 +105,7 @@ let counter = 0
 export function scratchDatabase(t: Test): string {
   const name = `cdr_test_${process.pid}_${Date.now().toString(36)}_${counter++}`
   psql('postgres', `CREATE DATABASE "${name}";`)
-  t.teardown(() => dropDatabase(name))
+  t.teardown(() => dropDatabaseAndCopies(name))
   return name
 }
 

@@ -1,6 +1,6 @@
 // A backup killed part-way must never leave anything that looks complete.
-import { spawn, type ChildProcess } from 'node:child_process'
-import { existsSync, readdirSync } from 'node:fs'
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { chmodSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import {
@@ -104,7 +104,7 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   })
 }
 
-t.test('SIGTERM during a database restore rolls it back and stops pg_restore', async (t) => {
+t.test('--in-place: SIGTERM during a database restore rolls it back and stops pg_restore', async (t) => {
   const db = scratchDatabase(t)
   fillDatabase(db, 200)
   const { path } = await backupOf(t, db)
@@ -118,7 +118,7 @@ t.test('SIGTERM during a database restore rolls it back and stops pg_restore', a
   })
   await sleep(300)
 
-  const restore = spawn(RESTORE, [path], { cwd: REPO, env: pgEnv(db, { RESTORE_POSTGRES: 'true' }), stdio: ['ignore', 'pipe', 'pipe'] })
+  const restore = spawn(RESTORE, ['--in-place', path], { cwd: REPO, env: pgEnv(db, { RESTORE_POSTGRES: 'true' }), stdio: ['ignore', 'pipe', 'pipe'] })
   const done = collect(restore)
   const restoreWaiting = () =>
     psql('postgres', `SELECT count(*) FROM pg_stat_activity WHERE datname = '${db}' AND application_name = 'pg_restore' AND wait_event_type = 'Lock';`).trim() === '1'
@@ -132,4 +132,29 @@ t.test('SIGTERM during a database restore rolls it back and stops pg_restore', a
   await waitFor('pg_restore to go away', restoreGone, 5000)
   reader.kill('SIGKILL')
   t.same(snapshot(db), before, 'the database is as it was before the restore began')
+})
+
+t.test('SIGTERM during a parallel restore drops the new database and leaves the target as it was', async (t) => {
+  const db = scratchDatabase(t)
+  fillDatabase(db, 200)
+  const { path } = await backupOf(t, db)
+  psql(db, "UPDATE customers SET name = 'current';")
+  const before = snapshot(db)
+  const bin = join(tempDir(t), 'bin')
+  mkdirSync(bin)
+  const real = execFileSync('sh', ['-c', 'command -v pg_restore'], { encoding: 'utf8' }).trim()
+  // pg_restore -j that has restored everything but has not finished yet.
+  writeFileSync(join(bin, 'pg_restore'), `#!/bin/sh\ncase "$*" in *--jobs*) "${real}" "$@"; touch "${bin}/restored"; exec sleep 600 ;; esac\nexec "${real}" "$@"\n`)
+  chmodSync(join(bin, 'pg_restore'), 0o755)
+  const restore = spawn(RESTORE, [path], { cwd: REPO, env: pgEnv(db, { RESTORE_POSTGRES: 'true', PATH: `${bin}:${process.env.PATH}` }), stdio: ['ignore', 'pipe', 'pipe'] })
+  const done = collect(restore)
+  await waitFor('the new database to be restored', () => existsSync(join(bin, 'restored')))
+  const restoring = psql('postgres', `SELECT datname FROM pg_database WHERE datname LIKE '${db}\\_restoring\\_%';`).trim()
+  t.match(restoring, new RegExp(`^${db}_restoring_`), 'the restore was filling its new database')
+  restore.kill('SIGTERM')
+  const r = await done
+  t.equal(r.code, 130, r.stderr)
+  t.match(r.stderr, /interrupted by SIGTERM/)
+  t.equal(psql('postgres', `SELECT count(*) FROM pg_database WHERE datname LIKE '${db}\\_%';`).trim(), '0', 'the new database was dropped')
+  t.same(snapshot(db), before, 'the target is as it was before the restore began')
 })

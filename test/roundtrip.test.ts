@@ -1,4 +1,7 @@
 // Back up a real database, damage it, restore, compare every row.
+import { execFileSync } from 'node:child_process'
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import t from 'tap'
 import {
   backupOf,
@@ -11,6 +14,7 @@ import {
   run,
   scratchDatabase,
   snapshot,
+  tempDir,
 } from './helpers.ts'
 
 
@@ -25,13 +29,56 @@ t.test('dropped database comes back row for row', async (t) => {
   t.notOk(databaseExists(db))
   const r = await run(RESTORE, [name], pgEnv(db, { BACKUP_BASE: base, RESTORE_POSTGRES: 'true' }))
   t.equal(r.code, 0, r.stderr)
-  t.match(r.stdout, /does not exist; creating it/)
+  t.match(r.stdout, new RegExp(`then name it ${db}`))
   const restored = snapshot(db)
   for (const table of Object.keys(original)) t.equal(restored[table], original[table], table)
   t.same(Object.keys(restored).sort(), Object.keys(original).sort())
 })
 
-t.test('altered database is put back; objects outside the dump are kept', async (t) => {
+t.test('by default the restored database is swapped in and the replaced one kept under a dated name', async (t) => {
+  const db = scratchDatabase(t)
+  fillDatabase(db, 1000)
+  const original = snapshot(db)
+  const { path } = await backupOf(t, db)
+  psql(db, "UPDATE customers SET name = 'overwritten'; CREATE TABLE scratch_notes (note text); INSERT INTO scratch_notes VALUES ('keep me');")
+  const altered = snapshot(db)
+
+  const r = await run(RESTORE, ['--json', path], pgEnv(db, { RESTORE_POSTGRES: 'true' }))
+  t.equal(r.code, 0, r.stderr)
+  const result = JSON.parse(r.stdout)
+  t.match(result.postgres, { status: 'restored', mode: 'swap', database: db, kept: new RegExp(`^${db}_pre_restore_\\d{8}t\\d{6}z$`) })
+  t.same(snapshot(db), original, 'the target holds exactly the backup')
+  t.equal(psql(db, "SELECT count(*) FROM pg_tables WHERE tablename = 'scratch_notes';").trim(), '0', 'objects outside the dump are not in it')
+  t.same(snapshot(result.postgres.kept), altered, 'the replaced database is kept, untouched')
+
+  const again = await run(RESTORE, ['--json', '--drop-old', path], pgEnv(db, { RESTORE_POSTGRES: 'true' }))
+  t.equal(again.code, 0, again.stderr)
+  const second = JSON.parse(again.stdout)
+  t.equal(second.postgres.kept, undefined)
+  t.equal(psql('postgres', `SELECT count(*) FROM pg_database WHERE datname LIKE '${db}\\_pre\\_restore\\_%';`).trim(), '1', '--drop-old dropped only what this restore replaced')
+  t.same(snapshot(db), original)
+})
+
+t.test('a failing parallel restore leaves the target as it was and nothing behind', async (t) => {
+  const db = scratchDatabase(t)
+  fillDatabase(db, 300)
+  const { path } = await backupOf(t, db)
+  psql(db, "UPDATE customers SET name = 'current';")
+  const before = snapshot(db)
+  const bin = join(tempDir(t), 'bin')
+  mkdirSync(bin)
+  const real = execFileSync('sh', ['-c', 'command -v pg_restore'], { encoding: 'utf8' }).trim()
+  // pg_restore -j that restores part of the data, then fails.
+  writeFileSync(join(bin, 'pg_restore'), `#!/bin/sh\ncase "$*" in *--jobs*) "${real}" --section=pre-data "$@"; echo "pg_restore: error: simulated failure" >&2; exit 1 ;; esac\nexec "${real}" "$@"\n`)
+  chmodSync(join(bin, 'pg_restore'), 0o755)
+  const r = await run(RESTORE, [path], pgEnv(db, { RESTORE_POSTGRES: 'true', PATH: `${bin}:${process.env.PATH}` }))
+  t.equal(r.code, 1, r.stderr)
+  t.match(r.stderr, /pg_restore failed: .*simulated failure.*target left as it was/)
+  t.same(snapshot(db), before, 'the target is untouched')
+  t.equal(psql('postgres', `SELECT count(*) FROM pg_database WHERE datname LIKE '${db}\\_%';`).trim(), '0', 'no half-restored database left')
+})
+
+t.test('--in-place: altered database is put back; objects outside the dump are kept', async (t) => {
   const db = scratchDatabase(t)
   fillDatabase(db, 2000)
   const original = snapshot(db)
@@ -46,7 +93,7 @@ t.test('altered database is put back; objects outside the dump are kept', async 
      CREATE TABLE scratch_notes (note text); INSERT INTO scratch_notes VALUES ('keep me');`,
   )
   // A path instead of BACKUP_BASE + name: artifacts copied elsewhere restore too.
-  const r = await run(RESTORE, [path], pgEnv(db, { RESTORE_POSTGRES: 'true' }))
+  const r = await run(RESTORE, ['--in-place', path], pgEnv(db, { RESTORE_POSTGRES: 'true' }))
   t.equal(r.code, 0, r.stderr)
   const restored = snapshot(db)
   for (const table of Object.keys(original)) t.equal(restored[table], original[table], table)
@@ -69,7 +116,7 @@ t.test('restore into another database leaves the source untouched (drill)', asyn
   t.same(snapshot(db), changed, 'the source database was not touched')
 })
 
-t.test('a failing restore rolls back and leaves the database as it was', async (t) => {
+t.test('--in-place: a failing restore rolls back and leaves the database as it was', async (t) => {
   const db = scratchDatabase(t)
   fillDatabase(db, 300)
   const { path } = await backupOf(t, db)
@@ -79,7 +126,7 @@ t.test('a failing restore rolls back and leaves the database as it was', async (
   psql(db, 'CREATE SCHEMA other; CREATE VIEW other.names AS SELECT name FROM public.customers;')
   const before = snapshot(db)
 
-  const r = await run(RESTORE, [path], pgEnv(db, { RESTORE_POSTGRES: 'true' }))
+  const r = await run(RESTORE, ['--in-place', path], pgEnv(db, { RESTORE_POSTGRES: 'true' }))
   t.equal(r.code, 1, 'runtime failure')
   t.match(r.stderr, /pg_restore failed: .*depend/)
   t.match(r.stderr, /left unchanged/)
@@ -99,7 +146,7 @@ t.test('a lost database is recreated with its own encoding and locale', async (t
   dropDatabase(name)
   const r = await run(RESTORE, [path], pgEnv(name, { RESTORE_POSTGRES: 'true' }))
   t.equal(r.code, 0, r.stderr)
-  t.match(r.stdout, /creating it \(LATIN1, collate C\)/)
+  t.match(r.stdout, new RegExp(`then name it ${name}`))
   t.equal(
     psql('postgres', `SELECT pg_encoding_to_char(encoding) || ' ' || datcollate || ' ' || datctype FROM pg_database WHERE datname = '${name}';`).trim(),
     'LATIN1 C C',

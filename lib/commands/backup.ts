@@ -15,7 +15,7 @@ import {
   type PostgresSkipped,
   type TableCount,
 } from '../artifact/manifest.ts'
-import { artifactName, isPartialName, MANIFEST_FILE, MANIFEST_SUM_FILE, partialName, POSTGRES_DUMP_FILE } from '../artifact/naming.ts'
+import { artifactName, isPartialName, MANIFEST_FILE, MANIFEST_SUM_FILE, partialName, POSTGRES_DUMP_ZST_FILE, ROLES_FILE } from '../artifact/naming.ts'
 import { runtimeError } from '../cli/errors.ts'
 import { formatBytes, type Reporter } from '../cli/report.ts'
 import { onInterrupt } from '../cli/signals.ts'
@@ -24,6 +24,7 @@ import { checkReachable, toolVersion } from '../postgres/client.ts'
 import { connectionFromEnv, describeTarget, type PgConnection } from '../postgres/connection.ts'
 import { dumpDatabase } from '../postgres/dump.ts'
 import { serverInfo } from '../postgres/server.ts'
+import { dumpRoles } from '../postgres/roles.ts'
 import { countRows, exportSnapshot } from '../postgres/snapshot.ts'
 import { TOOL } from '../version.ts'
 
@@ -34,6 +35,10 @@ export interface BackupOptions {
   includePostgres: boolean
   /** ENABLE_POSTGRES_DUMP=true: the second, deliberate opt-in of the guide. */
   enablePostgresDump: boolean
+  /** pg_dump --lock-wait-timeout, in ms. */
+  lockWaitTimeoutMs: number
+  /** BACKUP_ROLE_PASSWORDS=true: keep the roles' password hashes in the artifact. */
+  rolePasswords: boolean
   now: Date
   env: NodeJS.ProcessEnv
 }
@@ -79,6 +84,8 @@ async function dumpPostgres(
   conn: PgConnection,
   pgDumpVersion: string,
   dir: string,
+  lockWaitTimeoutMs: number,
+  withRolePasswords: boolean,
   reporter: Reporter,
 ): Promise<{ files: ManifestFile[]; section: PostgresDumped }> {
   const info = await serverInfo(conn)
@@ -88,27 +95,40 @@ async function dumpPostgres(
   let tables: TableCount[]
   try {
     ;[digest, tables] = await Promise.all([
-      dumpDatabase(conn, join(dir, POSTGRES_DUMP_FILE), snapshot.id, (bytes) => reporter.progress('dumping database', bytes)),
-      countRows(conn, snapshot.id),
+      dumpDatabase(conn, join(dir, POSTGRES_DUMP_ZST_FILE), {
+        snapshot: snapshot.id,
+        lockWaitTimeoutMs,
+        onProgress: (bytes) => reporter.progress('dumping database (compressed)', bytes),
+      }),
+      countRows(conn, snapshot.id, lockWaitTimeoutMs),
     ])
   } finally {
     await snapshot.release()
   }
   reporter.endProgress()
   reporter.line(`postgres: ${formatBytes(digest.size)} sha256 ${digest.sha256}`)
+  const roles = await dumpRoles(conn, join(dir, ROLES_FILE), withRolePasswords)
+  reporter.line(`postgres: roles ${withRolePasswords ? 'with' : 'without'} password hashes (${formatBytes(roles.size)})`)
   return {
-    files: [{ path: POSTGRES_DUMP_FILE, ...digest }],
+    files: [
+      { path: POSTGRES_DUMP_ZST_FILE, ...digest },
+      { path: ROLES_FILE, ...roles },
+    ],
     section: {
       status: 'dumped',
-      file: POSTGRES_DUMP_FILE,
+      file: POSTGRES_DUMP_ZST_FILE,
       format: 'custom',
+      compression: 'zstd',
       database: info.database,
       encoding: info.encoding,
       collate: info.collate,
       ctype: info.ctype,
+      ...(info.owner ? { owner: info.owner } : {}),
+      ...(info.localeProvider === 'icu' ? { localeProvider: 'icu' as const, iculocale: info.iculocale ?? '' } : {}),
       serverVersion: info.serverVersion,
       pgDumpVersion,
       tables,
+      roles: { file: ROLES_FILE, passwords: withRolePasswords },
     },
   }
 }
@@ -189,7 +209,7 @@ export async function runBackup(opts: BackupOptions, reporter: Reporter): Promis
   const release = onInterrupt(discard)
   try {
     const { files, section: postgres }: { files: ManifestFile[]; section: PostgresSection } = pg.run
-      ? await dumpPostgres(pg.conn, pg.pgDumpVersion, partial, reporter)
+      ? await dumpPostgres(pg.conn, pg.pgDumpVersion, partial, opts.lockWaitTimeoutMs, opts.rolePasswords, reporter)
       : { files: [], section: pg.skipped }
 
     const manifest: Manifest = {

@@ -5,16 +5,17 @@ import { checkRowCounts, runOperatorChecks, validateCheckSpec } from '../checks/
 import type { CheckResult, CheckSpec } from '../checks/types.ts'
 import { DrError, inputError, runtimeError, usageError } from '../cli/errors.ts'
 import type { Reporter } from '../cli/report.ts'
-import { onInterrupt } from '../cli/signals.ts'
 import { PhaseClock } from '../drill/phases.ts'
 import type { DrillResult, DrillVerdict } from '../drill/result.ts'
-import { scratchDatabaseName } from '../drill/scratch-name.ts'
 import { formatDuration } from '../policy/duration.ts'
 import { judge, rpoFromBackups, type RpoMeasure } from '../policy/objectives.ts'
 import { checkReachable } from '../postgres/client.ts'
-import { connectionFromEnv, describeTarget, withDatabase, type PgConnection } from '../postgres/connection.ts'
-import { checkArchive, restoreDatabase } from '../postgres/restore.ts'
-import { createDatabase, databaseExists, dropDatabase } from '../postgres/server.ts'
+import { connectionFromEnv, describeTarget, withDatabase } from '../postgres/connection.ts'
+import { defaultJobs } from './restore-postgres.ts'
+import { derivedDatabaseName } from '../postgres/derived-name.ts'
+import { restoreIntoNewDatabase, type RestoredDatabase } from '../postgres/restore-new.ts'
+import { checkArchive, type DumpSource } from '../postgres/restore.ts'
+import { databaseExists } from '../postgres/server.ts'
 
 export interface DrillOptions {
   /** A name under BACKUP_BASE or a path; the newest complete artifact when absent. */
@@ -27,6 +28,9 @@ export interface DrillOptions {
   windowMs: number
   targets: { rtoMs?: number; rpoMs?: number }
   checks: CheckSpec
+  /** pg_restore -j; default min(4, CPUs). */
+  jobs: number | undefined
+  stagingDir: string | undefined
   env: NodeJS.ProcessEnv
   now: Date
 }
@@ -83,12 +87,11 @@ export async function runDrill(opts: DrillOptions, reporter: Reporter): Promise<
   let artifact: VerifiedArtifact | undefined
   let path: string | null = null
   let scratch: string | null = null
-  let created = false
+  let restored: RestoredDatabase | undefined
   let checks: CheckResult[] = []
   let rtoMs: number | null = null
   let error: DrError | null = null
   let rpo = NO_RPO
-  let releaseCleanup = () => {}
 
   try {
     path = await clock.run('locate', async () => {
@@ -113,7 +116,7 @@ export async function runDrill(opts: DrillOptions, reporter: Reporter): Promise<
     } else {
       const pg = manifest.postgres
       const server = conn
-      const name = opts.scratchDatabase ?? scratchDatabaseName(pg.database, opts.now)
+      const name = opts.scratchDatabase ?? derivedDatabaseName(pg.database, 'drill', opts.now)
       scratch = name
       const target = withDatabase(server, name)
       await clock.run('restore', async () => {
@@ -125,13 +128,19 @@ export async function runDrill(opts: DrillOptions, reporter: Reporter): Promise<
         if (await databaseExists(target, name)) {
           throw inputError(`the drill database ${name} already exists`, 'drop it, or set DRILL_DATABASE to a name that is not in use')
         }
-        const { encoding, collate, ctype } = pg
-        await createDatabase(target, name, { encoding, collate, ctype })
-        created = true
-        releaseCleanup = onInterrupt(() => dropQuietly(target, name))
-        reporter.line(`restoring into scratch database ${describeTarget(target.target)}…`)
-        await restoreDatabase(target, dump, name, (bytes) => reporter.progress('restoring database', bytes))
-        reporter.endProgress()
+        const jobs = opts.jobs ?? defaultJobs()
+        restored = await restoreIntoNewDatabase(server, {
+          source: dump,
+          name,
+          settings: pg,
+          jobs,
+          stagingDir: opts.stagingDir,
+          onStage: (bytes) => reporter.progress(`staging ${pg.file}`, bytes),
+          onRestoreStart: () => {
+            reporter.endProgress()
+            reporter.line(`restoring into scratch database ${describeTarget(target.target)} (pg_restore -j${jobs})…`)
+          },
+        })
       })
       checks = await clock.run('checks', async () => {
         const all = [await checkRowCounts(target, pg.tables ?? [])]
@@ -147,17 +156,17 @@ export async function runDrill(opts: DrillOptions, reporter: Reporter): Promise<
     await artifact?.close()
   }
 
-  if (created && scratch) {
-    const target = withDatabase(conn, scratch)
+  if (restored) {
+    const db = restored
     if (opts.keep) {
+      db.keep()
       clock.skip('cleanup')
-      reporter.line(`kept scratch database ${scratch} for inspection (--keep); drop it with: dropdb ${scratch}`)
+      reporter.line(`kept scratch database ${db.name} for inspection (--keep); drop it with: dropdb ${db.name}`)
     } else {
-      await clock.run('cleanup', () => dropDatabase(target, scratch!)).catch((err: unknown) => {
-        reporter.warn(`could not drop the scratch database ${scratch}: ${(err as Error).message}`)
+      await clock.run('cleanup', () => db.drop()).catch((err: unknown) => {
+        reporter.warn(`could not drop the scratch database ${db.name}: ${(err as Error).message}`)
       })
     }
-    releaseCleanup()
   }
 
   const judgement = judge({ rtoMs: opts.dryRun ? undefined : (rtoMs ?? undefined), rpoMs: rpo.worstCaseMs }, {
@@ -173,7 +182,7 @@ export async function runDrill(opts: DrillOptions, reporter: Reporter): Promise<
     artifactCreatedAt: artifact?.manifest.createdAt ?? null,
     sourceDatabase: artifact?.manifest.postgres.status === 'dumped' ? artifact.manifest.postgres.database : null,
     scratchDatabase: scratch,
-    kept: opts.keep && created,
+    kept: opts.keep && restored !== undefined,
     phases: clock.phases,
     rtoMs,
     rpo,
@@ -187,13 +196,10 @@ export async function runDrill(opts: DrillOptions, reporter: Reporter): Promise<
   return { result, failure: failureFor(verdict, error, checks, result) }
 }
 
-function dumpOf(artifact: VerifiedArtifact) {
+function dumpOf(artifact: VerifiedArtifact): DumpSource | undefined {
   const pg = artifact.manifest.postgres
-  return pg.status === 'dumped' ? artifact.files.get(pg.file) : undefined
-}
-
-async function dropQuietly(conn: PgConnection, name: string): Promise<void> {
-  await dropDatabase(conn, name).catch(() => {})
+  const file = pg.status === 'dumped' ? artifact.files.get(pg.file) : undefined
+  return file && pg.status === 'dumped' ? { file, compression: pg.compression } : undefined
 }
 
 function failureFor(verdict: DrillVerdict, error: DrError | null, checks: CheckResult[], r: DrillResult): DrError | null {

@@ -1,22 +1,16 @@
 import { checkArtifactDir, resolveArtifactPath } from '../artifact/locate.ts'
 import { verifyArtifact } from '../artifact/verify.ts'
-import { checkRowCounts, runOperatorChecks, validateCheckSpec } from '../checks/index.ts'
-import type { CheckResult, CheckSpec } from '../checks/types.ts'
+import { validateCheckSpec } from '../checks/index.ts'
+import type { CheckResult } from '../checks/types.ts'
 import { DrError, inputError, usageError, verificationError } from '../cli/errors.ts'
 import type { Reporter } from '../cli/report.ts'
-import { checkReachable, toolVersion } from '../postgres/client.ts'
-import { connectionFromEnv, describeTarget, withDatabase } from '../postgres/connection.ts'
-import { checkArchive, restoreDatabase } from '../postgres/restore.ts'
-import { createDatabase, databaseExists } from '../postgres/server.ts'
+import type { DumpSource } from '../postgres/restore.ts'
+import { restorePostgres, type PostgresRestoreOptions, type PostgresRestoreResult } from './restore-postgres.ts'
 
-export interface RestoreOptions {
+export interface RestoreOptions extends PostgresRestoreOptions {
   artifact: string | undefined
   backupBase: string | undefined
-  dryRun: boolean
   restorePostgres: boolean
-  /** Checks after the restore: the built-in row counts, plus the operator's own. */
-  checks: CheckSpec | null
-  env: NodeJS.ProcessEnv
 }
 
 export interface RestoreResult {
@@ -25,7 +19,7 @@ export interface RestoreResult {
   path: string
   createdAt: string
   verified: string[]
-  postgres: { status: 'restored' | 'planned'; database: string } | { status: 'skipped'; reason: string }
+  postgres: PostgresRestoreResult | { status: 'skipped'; reason: string }
   checks: CheckResult[]
   durationMs: number
 }
@@ -64,40 +58,18 @@ export async function runRestore(opts: RestoreOptions, reporter: Reporter): Prom
     const dump = artifact.files.get(manifest.postgres.file)
     if (!dump) throw verificationError(`${manifest.postgres.file} was not verified`, 'the manifest is inconsistent; use another backup')
 
-    const conn = connectionFromEnv(opts.env)
-    // With no database configured, restore to the one that was backed up.
-    const database = conn.target.database ?? manifest.postgres.database
-    const target = withDatabase(conn, database)
-    const [version] = await Promise.all([toolVersion(target, 'pg_restore'), checkArchive(target, dump)])
-    reporter.line(`checked ${manifest.postgres.file} is a readable archive (dumped by ${manifest.postgres.pgDumpVersion})`)
-    await checkReachable(target)
-    reporter.line(
-      `postgres: replace every object of the dump in ${describeTarget(target.target)} with ${version} (one transaction; objects not in the dump are kept)`,
-    )
-    if (opts.dryRun) {
-      reporter.line('dry run: nothing was changed')
-      return { ...base, dryRun: true, postgres: { status: 'planned', database }, durationMs: Date.now() - started }
-    }
-    if (!(await databaseExists(target, database))) {
-      const { encoding, collate, ctype } = manifest.postgres
-      reporter.line(`postgres: database ${database} does not exist; creating it (${encoding}, collate ${collate || 'default'})`)
-      await createDatabase(target, database, { encoding, collate, ctype })
-    }
-    reporter.line(`postgres: restoring ${manifest.postgres.database} into ${database}…`)
-    await restoreDatabase(target, dump, database, (bytes) => reporter.progress('restoring database', bytes))
-    reporter.endProgress()
-    const restored = { ...base, dryRun: false, postgres: { status: 'restored' as const, database } }
-    if (!opts.checks) return { ...restored, durationMs: Date.now() - started }
-    const pg = manifest.postgres
-    const checks = [await checkRowCounts(target, pg.tables ?? []), ...(await runOperatorChecks(opts.checks, target))]
-    for (const c of checks) reporter.line(`check ${c.name}: ${c.ok ? 'ok' : 'FAILED'} — ${c.detail}`)
-    const result = { ...restored, checks, durationMs: Date.now() - started }
-    const failed = checks.filter((c) => !c.ok)
+    const source: DumpSource = { file: dump, compression: manifest.postgres.compression }
+    const roles = manifest.postgres.roles ? artifact.files.get(manifest.postgres.roles.file) : undefined
+    const outcome = await restorePostgres(opts, manifest.postgres, source, roles, reporter)
+    const result = { ...base, dryRun: opts.dryRun, postgres: outcome.postgres, checks: outcome.checks, durationMs: Date.now() - started }
+    const failed = outcome.checks.filter((c) => !c.ok)
     if (failed.length > 0) {
       throw new DrError(
         'check',
-        `restored ${database}, but ${failed.length} check(s) failed: ${failed.map((c) => `${c.name}: ${c.detail}`).join('; ')}`,
-        'do not reopen traffic; investigate, or restore another backup',
+        `${failed.length} check(s) failed on the restored database: ${failed.map((c) => `${c.name}: ${c.detail}`).join('; ')}`,
+        outcome.postgres.status === 'restored' && outcome.postgres.inspect
+          ? `${outcome.postgres.database} was left as it was; the restored copy is kept as ${outcome.postgres.inspect} for inspection`
+          : 'do not reopen traffic; investigate, or restore another backup',
         { ...result },
       )
     }

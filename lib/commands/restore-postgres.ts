@@ -1,0 +1,172 @@
+import { availableParallelism } from 'node:os'
+import type { PostgresDumped } from '../artifact/manifest.ts'
+import type { VerifiedFile } from '../artifact/verified-file.ts'
+import { verificationError } from '../cli/errors.ts'
+import { DigestMismatch, readVerified } from '../pipeline/checksum.ts'
+import { createRoles, existingRoles, planRoles } from '../postgres/roles.ts'
+import { checkRowCounts, runOperatorChecks } from '../checks/index.ts'
+import type { CheckResult, CheckSpec } from '../checks/types.ts'
+import type { Reporter } from '../cli/report.ts'
+import { checkReachable, toolVersion } from '../postgres/client.ts'
+import { connectionFromEnv, describeTarget, withDatabase, type PgConnection } from '../postgres/connection.ts'
+import { unusedDerivedName } from '../postgres/derived-name.ts'
+import { restoreIntoNewDatabase } from '../postgres/restore-new.ts'
+import { checkArchive, restoreInPlace, type DumpSource } from '../postgres/restore.ts'
+import { createDatabase, databaseExists, dropDatabase, serverInfo } from '../postgres/server.ts'
+import { renameDatabase, swapDatabases } from '../postgres/swap.ts'
+
+export interface PostgresRestoreOptions {
+  dryRun: boolean
+  /** Old behaviour: replace the dump's objects inside the target, in one transaction, no parallelism. */
+  inPlace: boolean
+  /** Drop the replaced database after a successful swap instead of keeping it under a dated name. */
+  dropOld: boolean
+  jobs: number | undefined
+  stagingDir: string | undefined
+  checks: CheckSpec | null
+  env: NodeJS.ProcessEnv
+  now: Date
+}
+
+export type PostgresRestoreResult =
+  | { status: 'planned'; database: string; mode: 'swap' | 'new' | 'in-place'; rolesCreated: string[] }
+  | {
+      status: 'restored'
+      database: string
+      mode: 'swap' | 'new' | 'in-place'
+      /** The database the restore replaced, kept under this name (swap without --drop-old). */
+      kept?: string
+      /** When checks failed before a swap: the restored copy, left for inspection. */
+      inspect?: string
+      jobs?: number
+      rolesCreated: string[]
+    }
+
+ /** A roles dump is a few KiB per role; anything near this is not one. */
+const ROLES_LIMIT = 16 * 1024 * 1024
+
+/**
+ * Roles the dump needs that this server lacks are created first, and only
+ * those: existing roles are never altered. Nothing here is undone if the
+ * restore then fails; the roles are harmless and the next attempt needs them.
+ */
+async function ensureRoles(conn: PgConnection, roles: VerifiedFile | undefined, dryRun: boolean, reporter: Reporter): Promise<string[]> {
+  if (!roles) return []
+  const sql = await readVerified(roles.handle, roles.digest, ROLES_LIMIT).catch((err: unknown) => {
+    throw err instanceof DigestMismatch ? verificationError(`${roles.name} changed after it was verified`, 'something is writing into the backup directory; stop it and restore again') : err
+  })
+  if (!sql) throw verificationError(`${roles.name} is larger than a roles dump can be`, 'the artifact is damaged; use another backup')
+  const plan = planRoles(sql.toString('utf8'), await existingRoles(conn))
+  if (plan.create.length === 0) return []
+  if (dryRun) {
+    reporter.line(`postgres: would create missing roles: ${plan.create.join(', ')}`)
+    return plan.create
+  }
+  await createRoles(conn, plan)
+  reporter.line(`postgres: created missing roles: ${plan.create.join(', ')} (existing roles were left as they are)`)
+  return plan.create
+}
+
+export const defaultJobs = () => Math.max(1, Math.min(4, availableParallelism()))
+
+async function runChecks(target: PgConnection, pg: PostgresDumped, spec: CheckSpec | null, reporter: Reporter): Promise<CheckResult[]> {
+  if (!spec) return []
+  const checks = [await checkRowCounts(target, pg.tables ?? []), ...(await runOperatorChecks(spec, target))]
+  for (const c of checks) reporter.line(`check ${c.name}: ${c.ok ? 'ok' : 'FAILED'} — ${c.detail}`)
+  return checks
+}
+
+/**
+ * RESTORE_POSTGRES=true. By default the dump is restored with pg_restore
+ * -j into a new database beside the target, checked there, and only then
+ * swapped in under the target's name in one transaction; the database it
+ * replaces is kept under `<name>_pre_restore_<stamp>` (or dropped with
+ * --drop-old). A failure or interrupt before the swap leaves the target
+ * exactly as it was. --in-place keeps the single-transaction restore
+ * inside the existing database.
+ */
+export async function restorePostgres(
+  opts: PostgresRestoreOptions,
+  pg: PostgresDumped,
+  source: DumpSource,
+  roles: VerifiedFile | undefined,
+  reporter: Reporter,
+): Promise<{ postgres: PostgresRestoreResult; checks: CheckResult[] }> {
+  const conn = connectionFromEnv(opts.env)
+  // With no database configured, restore to the one that was backed up.
+  const database = conn.target.database ?? pg.database
+  const target = withDatabase(conn, database)
+  const [version] = await Promise.all([toolVersion(target, 'pg_restore'), checkArchive(target, source), checkReachable(target)])
+  reporter.line(`checked ${pg.file} is a readable archive (dumped by ${pg.pgDumpVersion})`)
+  const exists = await databaseExists(target, database)
+  const mode = opts.inPlace ? 'in-place' : exists ? 'swap' : 'new'
+  const jobs = opts.jobs ?? defaultJobs()
+  const settings = { encoding: pg.encoding, collate: pg.collate, ctype: pg.ctype, localeProvider: pg.localeProvider, iculocale: pg.iculocale, owner: pg.owner }
+
+  if (mode === 'in-place') {
+    reporter.line(`postgres: replace every object of the dump in ${describeTarget(target.target)} with ${version} (one transaction; objects not in the dump are kept)`)
+  } else {
+    reporter.line(
+      `postgres: restore with ${version} -j${jobs} into a new database, then ${
+        exists ? `swap it in as ${database}, keeping the current one ${opts.dropOld ? 'until the swap, then dropping it (--drop-old)' : 'under a dated name'}` : `name it ${database}`
+      }`,
+    )
+  }
+  const rolesCreated = await ensureRoles(conn, roles, opts.dryRun, reporter)
+  if (opts.dryRun) {
+    reporter.line('dry run: nothing was changed')
+    return { postgres: { status: 'planned', database, mode, rolesCreated }, checks: [] }
+  }
+
+  if (mode === 'in-place') {
+    if (!exists) {
+      reporter.line(`postgres: database ${database} does not exist; creating it (${pg.encoding}, collate ${pg.collate || 'default'})`)
+      await createDatabase(target, database, settings)
+    }
+    reporter.line(`postgres: restoring ${pg.database} into ${database}…`)
+    await restoreInPlace(target, source, database, (bytes) => reporter.progress('restoring database', bytes))
+    reporter.endProgress()
+    return { postgres: { status: 'restored', database, mode, rolesCreated }, checks: await runChecks(target, pg, opts.checks, reporter) }
+  }
+
+  const fresh = await unusedDerivedName(conn, database, 'restoring', opts.now)
+  const owner = exists ? (await serverInfo(target)).owner : pg.owner
+  const restored = await restoreIntoNewDatabase(conn, {
+    source,
+    name: fresh,
+    settings: { ...settings, owner },
+    propertiesFrom: exists ? database : undefined,
+    jobs,
+    stagingDir: opts.stagingDir,
+    onStage: (bytes) => reporter.progress(`staging ${pg.file}`, bytes),
+    onRestoreStart: () => {
+      reporter.endProgress()
+      reporter.line(`postgres: restoring ${pg.database} into ${fresh} (pg_restore -j${jobs})…`)
+    },
+  })
+  const checks = await runChecks(withDatabase(conn, fresh), pg, opts.checks, reporter).catch(async (err: unknown) => {
+    await restored.drop().catch(() => {})
+    throw err
+  })
+  if (checks.some((c) => !c.ok)) {
+    restored.keep()
+    return { postgres: { status: 'restored', database, mode, inspect: fresh, jobs, rolesCreated }, checks }
+  }
+  if (!exists) {
+    await renameDatabase(conn, fresh, database)
+    restored.keep()
+    return { postgres: { status: 'restored', database, mode, jobs, rolesCreated }, checks }
+  }
+  const kept = await unusedDerivedName(conn, database, 'pre_restore', opts.now)
+  await swapDatabases(conn, database, fresh, kept)
+  restored.keep()
+  reporter.line(`postgres: ${database} now holds the restored data; the previous database is ${kept}`)
+  if (opts.dropOld) {
+    await dropDatabase(conn, kept)
+    reporter.line(`postgres: dropped ${kept} (--drop-old)`)
+    return { postgres: { status: 'restored', database, mode, jobs, rolesCreated }, checks }
+  }
+  reporter.line(`postgres: when satisfied, drop the old one: dropdb ${kept}  (or run with --drop-old)`)
+  return { postgres: { status: 'restored', database, mode, kept, jobs, rolesCreated }, checks }
+}
+

@@ -1,0 +1,79 @@
+import { runtimeError } from '../cli/errors.ts'
+import { psql } from './client.ts'
+import { withDatabase, type PgConnection } from './connection.ts'
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/**
+ * Gives a freshly restored database the database-level properties of the
+ * one it replaces, which pg_dump without --create does not carry:
+ * per-database settings (ALTER DATABASE … SET, ALTER ROLE … IN DATABASE
+ * … SET) and the grants on the database itself. Owner, encoding and
+ * locale are set when it is created.
+ */
+export async function copyDatabaseProperties(conn: PgConnection, from: string, to: string): Promise<void> {
+  await psql(
+    withDatabase(conn, 'postgres'),
+    `SELECT CASE WHEN r.setrole = 0
+                 THEN format('ALTER DATABASE %I SET %I = %L', :'to', split_part(s, '=', 1), substr(s, strpos(s, '=') + 1))
+                 ELSE format('ALTER ROLE %I IN DATABASE %I SET %I = %L', pg_get_userbyid(r.setrole), :'to', split_part(s, '=', 1), substr(s, strpos(s, '=') + 1))
+            END
+       FROM pg_db_role_setting r CROSS JOIN LATERAL unnest(r.setconfig) AS s
+      WHERE r.setdatabase = (SELECT oid FROM pg_database WHERE datname = :'from')
+\\gexec
+SELECT format('REVOKE ALL ON DATABASE %I FROM PUBLIC', :'to')
+  FROM pg_database WHERE datname = :'from' AND datacl IS NOT NULL
+\\gexec
+SELECT format('GRANT %s ON DATABASE %I TO %s', a.privilege_type, :'to',
+              CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END)
+  FROM pg_database d CROSS JOIN LATERAL aclexplode(d.datacl) AS a
+ WHERE d.datname = :'from'
+\\gexec
+`,
+    { from, to },
+    'copying database settings and grants',
+  )
+}
+
+/**
+ * Puts `replacement` in place of `target` in one transaction, keeping
+ * the old database as `kept`, so a bad restore is undone by renaming
+ * back. Sessions on `target` are ended first (the application must be
+ * stopped for a restore anyway) and new ones refused meanwhile.
+ */
+export async function swapDatabases(conn: PgConnection, target: string, replacement: string, kept: string): Promise<void> {
+  const admin = withDatabase(conn, 'postgres')
+  const vars = { target, replacement, kept }
+  await psql(admin, 'ALTER DATABASE :"target" WITH ALLOW_CONNECTIONS false;\n', vars, 'closing the target database to new sessions')
+  try {
+    for (let attempt = 0; ; attempt++) {
+      const others = await psql(
+        admin,
+        `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = :'target' AND pid <> pg_backend_pid();\n`,
+        vars,
+        'ending sessions on the target database',
+      )
+      if (others.trim() === '0') break
+      if (attempt >= 20) throw runtimeError(`sessions on ${target} would not end`, 'stop the application, then restore again')
+      await sleep(250)
+    }
+    await psql(
+      admin,
+      `BEGIN;
+ALTER DATABASE :"target" RENAME TO :"kept";
+ALTER DATABASE :"replacement" RENAME TO :"target";
+COMMIT;
+`,
+      vars,
+      'swapping the restored database in',
+    )
+  } catch (err) {
+    await psql(admin, 'ALTER DATABASE :"target" WITH ALLOW_CONNECTIONS true;\n', vars).catch(() => {})
+    throw err
+  }
+  await psql(admin, 'ALTER DATABASE :"kept" WITH ALLOW_CONNECTIONS true;\n', vars, 'reopening the kept database')
+}
+
+export async function renameDatabase(conn: PgConnection, from: string, to: string): Promise<void> {
+  await psql(withDatabase(conn, 'postgres'), 'ALTER DATABASE :"from" RENAME TO :"to";\n', { from, to }, 'renaming the restored database')
+}
