@@ -1,5 +1,6 @@
 #!/usr/bin/env -S sh -c 'd="$(dirname "$(realpath "$0")")/.."; exec node --import "$d/node_modules/tsx/dist/loader.mjs" "$d/node_modules/zx/build/cli.js" "$(realpath "$0")" "$@"'
 // Runs under zx with tsx (see the line above), like backup.sh and restore.sh.
+import { checkAppendable } from '../lib/artifact/destination.ts'
 import { appendSynced } from '../lib/artifact/durable.ts'
 import { parseArgs } from '../lib/cli/args.ts'
 import { checkSpecFromFlags, CHECK_FLAGS } from '../lib/cli/check-flags.ts'
@@ -40,8 +41,8 @@ exactly as restore.sh does (manifest checksum, every SHA-256, pg_restore
 Built-in check: every table recorded in the manifest exists in the restored
 database with the row count taken in pg_dump's own snapshot.
 Environment: BACKUP_BASE, DRILL_DATABASE (scratch name; default
-<database>_drill_<UTC stamp>), RESTORE_STAGING_DIR (where the uncompressed
-dump is staged for pg_restore -j; default the system temp dir), DR_RPO_TARGET, DR_RTO_TARGET, PGHOST, PGPORT,
+<database>_drill_<UTC stamp>), RESTORE_STAGING_DIR (where the archive's table of
+contents is copied for pg_restore --jobs; default the system temp dir), DR_RPO_TARGET, DR_RTO_TARGET, PGHOST, PGPORT,
 PGUSER, PGPASSWORD, DATABASE_URL (as for restore.sh).
 Measured RTO = wall time from start until the checks pass. RPO = worst of
 the newest backup's age and the largest gap between complete backups over
@@ -86,6 +87,10 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, repo
     return
   }
 
+  if (report) {
+    await checkAppendable(report, '--report')
+    await checkAppendable(historyPathFor(report), 'the drill history')
+  }
   const { result, failure } = await runDrill(
     {
       artifact: positional[0],

@@ -31,14 +31,15 @@ before reopening traffic):
 Any --check-* option implies --check.
 
 RESTORE_POSTGRES=true restores the database dump into PGDATABASE (or
-DATABASE_URL's database; by default the database that was backed up). The dump
-is staged (decompressed, checked again) in RESTORE_STAGING_DIR (default: the
-system temp dir; needs room for the uncompressed dump), restored with
-pg_restore -j into a new database beside the target, checked, and only then
-swapped in under the target's name in one step. The database it replaces is
-kept as <name>_pre_restore_<UTC stamp> until you drop it (or --drop-old). A
-failure or interrupt before the swap leaves the target exactly as it was.
-Sessions on the target are ended at the swap: stop the application first.
+DATABASE_URL's database; by default the database that was backed up). A new
+database is created beside the target; the dump is streamed into it (hashed
+again on the way: nothing unverified is used) and its indexes and constraints
+are built with pg_restore --jobs; after the checks it is swapped in under the
+target's name in one step. The database it replaces is kept as
+<name>_pre_restore_<UTC stamp> until you drop it (or --drop-old). A failure or
+interrupt before the swap leaves the target exactly as it was. Sessions on the
+target are ended at the swap: stop the application first. RESTORE_STAGING_DIR
+(default the system temp dir) holds a copy of the archive's table of contents.
 
   --jobs N      pg_restore parallelism (or RESTORE_JOBS; default min(4, CPUs))
   --drop-old    drop the replaced database once the swap succeeded

@@ -1,6 +1,6 @@
 // Each class of hostile input an adversarial run found, with several members each.
 import { spawn } from 'node:child_process'
-import { chmodSync, cpSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { cpSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { execFileSync } from 'node:child_process'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
@@ -12,6 +12,7 @@ import {
   completeArtifacts,
   DUMP_ENABLED,
   fillDatabase,
+  pathWithWrapped,
   pgEnv,
   psql,
   REPO,
@@ -35,18 +36,9 @@ function oneCleanLine(t: Test, r: RunResult, code: number, message?: RegExp) {
   if (message) t.match(r.stderr, message)
 }
 
-/** A directory on PATH whose pg_restore runs `hook` (shell) before the real one, when its argv matches `when`. */
-function wrapPgRestore(t: Test, when: string, hook: string): string {
-  const bin = join(tempDir(t), 'bin')
-  mkdirSync(bin)
-  const real = execFileSync('sh', ['-c', 'command -v pg_restore'], { encoding: 'utf8' }).trim()
-  writeFileSync(
-    join(bin, 'pg_restore'),
-    `#!/bin/sh\ncase " $* " in *" ${when} "*) ${hook} ;; esac\nexec ${real} "$@"\n`,
-  )
-  chmodSync(join(bin, 'pg_restore'), 0o755)
-  return bin
-}
+/** A PATH whose pg_restore runs `hook` (shell) before the real one, when its argv holds `when`. */
+const wrapPgRestore = (t: Test, when: string, hook: string) =>
+  pathWithWrapped(t, 'pg_restore', `case " $* " in *" ${when} "*) ${hook} ;; esac\nexec "$REAL" "$@"`)
 
 t.test('1. restore applies exactly the bytes it verified', async (t) => {
   const db = scratchDatabase(t)
@@ -67,7 +59,7 @@ t.test('1. restore applies exactly the bytes it verified', async (t) => {
   // Both ways of restoring: the default (staged, parallel, swapped in) and --in-place (streamed into one transaction).
   for (const mode of [['--drop-old'], ['--in-place']]) {
     const restore = (copy: string, bin: string) =>
-      run(RESTORE, [...mode, copy], pgEnv(db, { RESTORE_POSTGRES: 'true', PATH: `${bin}:${process.env.PATH}` }))
+      run(RESTORE, [...mode, copy], pgEnv(db, { RESTORE_POSTGRES: 'true', PATH: bin }))
     const copyOf = (t: Test, name: string) => {
       const copy = `${path}-${mode[0]}-${name.replace(/\W+/g, '-')}`
       cpSync(path, copy, { recursive: true })
@@ -192,7 +184,7 @@ t.test('3. restore never blocks on, nor reads without bound, a special file', as
     const bin = wrapPgRestore(t, '--list', 'sleep 600')
     const child = spawn(RESTORE, [join(base, name)], {
       cwd: REPO,
-      env: pgEnv(db, { RESTORE_POSTGRES: 'true', PATH: `${bin}:${process.env.PATH}` }),
+      env: pgEnv(db, { RESTORE_POSTGRES: 'true', PATH: bin }),
       stdio: ['ignore', 'pipe', 'pipe'],
     })
     const done = collect(child)

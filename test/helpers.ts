@@ -1,5 +1,5 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs'
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -64,6 +64,20 @@ export function run(script: string, args: string[], env: NodeJS.ProcessEnv = cle
 /** Runs one line of shell exactly as a runbook would. */
 export function sh(line: string, env: NodeJS.ProcessEnv = cleanEnv()): Promise<RunResult> {
   return collect(spawn('bash', ['-c', line], { cwd: REPO, env, stdio: ['ignore', 'pipe', 'pipe'] }))
+}
+
+/**
+ * A PATH on which `tool` is a shell script around the real one: `script`
+ * runs with $REAL set to the real tool's path, so a test can delay it,
+ * fail it or act between two of its calls. Returns the PATH to pass on.
+ */
+export function pathWithWrapped(t: Test, tool: string, script: string): string {
+  const bin = join(tempDir(t), 'bin')
+  mkdirSync(bin)
+  const real = execFileSync('sh', ['-c', `command -v ${tool}`], { encoding: 'utf8' }).trim()
+  writeFileSync(join(bin, tool), `#!/bin/sh\nREAL='${real}'\n${script}\n`)
+  chmodSync(join(bin, tool), 0o755)
+  return `${bin}:${process.env.PATH}`
 }
 
 export function tempDir(t: Test, prefix = 'cdr-test-'): string {

@@ -1,6 +1,6 @@
 // A backup killed part-way must never leave anything that looks complete.
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
-import { chmodSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { existsSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import {
@@ -14,6 +14,7 @@ import {
   pgEnv,
   psql,
   REPO,
+  pathWithWrapped,
   RESTORE,
   run,
   scratchDatabase,
@@ -140,15 +141,12 @@ t.test('SIGTERM during a parallel restore drops the new database and leaves the 
   const { path } = await backupOf(t, db)
   psql(db, "UPDATE customers SET name = 'current';")
   const before = snapshot(db)
-  const bin = join(tempDir(t), 'bin')
-  mkdirSync(bin)
-  const real = execFileSync('sh', ['-c', 'command -v pg_restore'], { encoding: 'utf8' }).trim()
+  const marker = join(tempDir(t), 'restored')
   // pg_restore -j that has restored everything but has not finished yet.
-  writeFileSync(join(bin, 'pg_restore'), `#!/bin/sh\ncase "$*" in *--jobs*) "${real}" "$@"; touch "${bin}/restored"; exec sleep 600 ;; esac\nexec "${real}" "$@"\n`)
-  chmodSync(join(bin, 'pg_restore'), 0o755)
-  const restore = spawn(RESTORE, [path], { cwd: REPO, env: pgEnv(db, { RESTORE_POSTGRES: 'true', PATH: `${bin}:${process.env.PATH}` }), stdio: ['ignore', 'pipe', 'pipe'] })
+  const PATH = pathWithWrapped(t, 'pg_restore', `case "$*" in *--jobs*) "$REAL" "$@"; touch '${marker}'; exec sleep 600 ;; esac\nexec "$REAL" "$@"`)
+  const restore = spawn(RESTORE, [path], { cwd: REPO, env: pgEnv(db, { RESTORE_POSTGRES: 'true', PATH }), stdio: ['ignore', 'pipe', 'pipe'] })
   const done = collect(restore)
-  await waitFor('the new database to be restored', () => existsSync(join(bin, 'restored')))
+  await waitFor('the new database to be restored', () => existsSync(marker))
   const restoring = psql('postgres', `SELECT datname FROM pg_database WHERE datname LIKE '${db}\\_restoring\\_%';`).trim()
   t.match(restoring, new RegExp(`^${db}_restoring_`), 'the restore was filling its new database')
   restore.kill('SIGTERM')

@@ -1,7 +1,4 @@
 // Back up a real database, damage it, restore, compare every row.
-import { execFileSync } from 'node:child_process'
-import { chmodSync, mkdirSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
 import t from 'tap'
 import {
   backupOf,
@@ -13,8 +10,8 @@ import {
   RESTORE,
   run,
   scratchDatabase,
+  pathWithWrapped,
   snapshot,
-  tempDir,
 } from './helpers.ts'
 
 
@@ -65,15 +62,11 @@ t.test('a failing parallel restore leaves the target as it was and nothing behin
   const { path } = await backupOf(t, db)
   psql(db, "UPDATE customers SET name = 'current';")
   const before = snapshot(db)
-  const bin = join(tempDir(t), 'bin')
-  mkdirSync(bin)
-  const real = execFileSync('sh', ['-c', 'command -v pg_restore'], { encoding: 'utf8' }).trim()
   // pg_restore -j that restores part of the data, then fails.
-  writeFileSync(join(bin, 'pg_restore'), `#!/bin/sh\ncase "$*" in *--jobs*) "${real}" --section=pre-data "$@"; echo "pg_restore: error: simulated failure" >&2; exit 1 ;; esac\nexec "${real}" "$@"\n`)
-  chmodSync(join(bin, 'pg_restore'), 0o755)
-  const r = await run(RESTORE, [path], pgEnv(db, { RESTORE_POSTGRES: 'true', PATH: `${bin}:${process.env.PATH}` }))
+  const PATH = pathWithWrapped(t, 'pg_restore', 'case "$*" in *--jobs*) "$REAL" --section=pre-data "$@"; echo "pg_restore: error: simulated failure" >&2; exit 1 ;; esac\nexec "$REAL" "$@"')
+  const r = await run(RESTORE, [path], pgEnv(db, { RESTORE_POSTGRES: 'true', PATH }))
   t.equal(r.code, 1, r.stderr)
-  t.match(r.stderr, /pg_restore failed: .*simulated failure.*target left as it was/)
+  t.match(r.stderr, /pg_restore .*failed: .*simulated failure.*target left as it was/)
   t.same(snapshot(db), before, 'the target is untouched')
   t.equal(psql('postgres', `SELECT count(*) FROM pg_database WHERE datname LIKE '${db}\\_%';`).trim(), '0', 'no half-restored database left')
 })

@@ -123,7 +123,12 @@ t.test('manifest round-trips and rejects every malformation', async (t) => {
   t.same(parseManifest(serializeManifest(m)), m)
   const bad: Array<[string, (m: any) => void]> = [
     ['wrong format', (m) => (m.format = 'other')],
-    ['future version', (m) => (m.formatVersion = 2)],
+    ['future version', (m) => (m.formatVersion = 3 as never)],
+    ['version 0', (m) => (m.formatVersion = 0 as never)],
+    ['zstd in an unknown spelling', (m) => ((m.postgres as { compression?: string }).compression = 'zst')],
+    ['roles file not listed', (m) => ((m.postgres as { roles?: unknown }).roles = { file: 'nope.sql', passwords: false })],
+    ['roles passwords not a boolean', (m) => ((m.postgres as { roles?: unknown }).roles = { file: 'postgres.dump', passwords: 'no' })],
+    ['a row count that is negative', (m) => ((m.postgres as { tables?: unknown }).tables = [{ schema: 'public', table: 't', rows: -1 }])],
     ['missing hostname', (m) => delete m.hostname],
     ['bad date', (m) => (m.createdAt = 'yesterday')],
     ['negative size', (m) => (m.files[0].size = -1)],

@@ -69,6 +69,24 @@ export async function planDestination(output: string): Promise<DestinationPlan> 
   return { path, existing: probe, create }
 }
 
+/** A directory we will write into later (staging, reports): checked up front so a long run does not fail at its end. */
+export async function checkWritableDir(dir: string, what: string): Promise<void> {
+  let st
+  try {
+    st = await stat(dir)
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'ENOENT') throw inputError(`${what} ${quoteValue(dir)} does not exist`, 'create it or point it elsewhere')
+    throw errorFor(err)
+  }
+  if (!st.isDirectory()) throw inputError(`${what} ${quoteValue(dir)} is not a directory`, 'point it at a directory')
+  try {
+    await access(dir, constants.W_OK | constants.X_OK)
+  } catch {
+    throw inputError(`${what} ${quoteValue(dir)} is not writable`, 'choose a writable directory')
+  }
+}
+
 /**
  * Creates the planned directories, private to the operator (0700), and
  * makes each new entry durable: a destination created just now must
@@ -84,4 +102,17 @@ export async function createDestination(plan: DestinationPlan): Promise<void> {
     }
     await fsyncDir(dirname(dir))
   }
+}
+
+/** A file that will be appended to at the end of a long run (a drill report): its directory must be writable and the file, if present, regular. */
+export async function checkAppendable(path: string, what: string): Promise<void> {
+  await checkWritableDir(dirname(resolve(path)), `the directory of ${what}`)
+  let st
+  try {
+    st = await stat(path)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return
+    throw errorFor(err)
+  }
+  if (!st.isFile()) throw inputError(`${what} ${quoteValue(path)} is not a regular file`, 'point it at a file (it is created if missing)')
 }

@@ -10,7 +10,7 @@ import type { DrillResult, DrillVerdict } from '../drill/result.ts'
 import { formatDuration } from '../policy/duration.ts'
 import { judge, rpoFromBackups, type RpoMeasure } from '../policy/objectives.ts'
 import { checkReachable } from '../postgres/client.ts'
-import { connectionFromEnv, describeTarget, withDatabase } from '../postgres/connection.ts'
+import { checkDatabaseName, connectionFromEnv, describeTarget, withDatabase } from '../postgres/connection.ts'
 import { defaultJobs } from './restore-postgres.ts'
 import { derivedDatabaseName } from '../postgres/derived-name.ts'
 import { restoreIntoNewDatabase, type RestoredDatabase } from '../postgres/restore-new.ts'
@@ -92,6 +92,7 @@ export async function runDrill(opts: DrillOptions, reporter: Reporter): Promise<
   let rtoMs: number | null = null
   let error: DrError | null = null
   let rpo = NO_RPO
+  let tocBytes = 0
 
   try {
     path = await clock.run('locate', async () => {
@@ -103,7 +104,7 @@ export async function runDrill(opts: DrillOptions, reporter: Reporter): Promise<
       const verified = await verifyArtifact(path!, reporter)
       const dump = dumpOf(verified)
       // The restore's own read of the archive's table of contents; needs no connection.
-      if (dump) await checkArchive(conn, dump)
+      if (dump) tocBytes = (await checkArchive(conn, dump)).tocBytes
       return verified
     })
     const { manifest } = artifact
@@ -117,6 +118,7 @@ export async function runDrill(opts: DrillOptions, reporter: Reporter): Promise<
       const pg = manifest.postgres
       const server = conn
       const name = opts.scratchDatabase ?? derivedDatabaseName(pg.database, 'drill', opts.now)
+      checkDatabaseName(name, 'DRILL_DATABASE')
       scratch = name
       const target = withDatabase(server, name)
       await clock.run('restore', async () => {
@@ -129,18 +131,17 @@ export async function runDrill(opts: DrillOptions, reporter: Reporter): Promise<
           throw inputError(`the drill database ${name} already exists`, 'drop it, or set DRILL_DATABASE to a name that is not in use')
         }
         const jobs = opts.jobs ?? defaultJobs()
+        reporter.line(`restoring into scratch database ${describeTarget(target.target)} (indexes with pg_restore -j${jobs})…`)
         restored = await restoreIntoNewDatabase(server, {
           source: dump,
+          tocBytes,
           name,
           settings: pg,
           jobs,
           stagingDir: opts.stagingDir,
-          onStage: (bytes) => reporter.progress(`staging ${pg.file}`, bytes),
-          onRestoreStart: () => {
-            reporter.endProgress()
-            reporter.line(`restoring into scratch database ${describeTarget(target.target)} (pg_restore -j${jobs})…`)
-          },
+          onProgress: (bytes) => reporter.progress(`restoring ${pg.file}`, bytes),
         })
+        reporter.endProgress()
       })
       checks = await clock.run('checks', async () => {
         const all = [await checkRowCounts(target, pg.tables ?? [])]

@@ -8,7 +8,8 @@ import { checkRowCounts, runOperatorChecks } from '../checks/index.ts'
 import type { CheckResult, CheckSpec } from '../checks/types.ts'
 import type { Reporter } from '../cli/report.ts'
 import { checkReachable, toolVersion } from '../postgres/client.ts'
-import { connectionFromEnv, describeTarget, withDatabase, type PgConnection } from '../postgres/connection.ts'
+import { checkDatabaseName, connectionFromEnv, describeTarget, withDatabase, type PgConnection } from '../postgres/connection.ts'
+import { checkWritableDir } from '../artifact/destination.ts'
 import { unusedDerivedName } from '../postgres/derived-name.ts'
 import { restoreIntoNewDatabase } from '../postgres/restore-new.ts'
 import { checkArchive, restoreInPlace, type DumpSource } from '../postgres/restore.ts'
@@ -94,9 +95,10 @@ export async function restorePostgres(
 ): Promise<{ postgres: PostgresRestoreResult; checks: CheckResult[] }> {
   const conn = connectionFromEnv(opts.env)
   // With no database configured, restore to the one that was backed up.
-  const database = conn.target.database ?? pg.database
+  const database = checkDatabaseName(conn.target.database ?? pg.database, 'the target database')
   const target = withDatabase(conn, database)
-  const [version] = await Promise.all([toolVersion(target, 'pg_restore'), checkArchive(target, source), checkReachable(target)])
+  if (opts.stagingDir && !opts.inPlace) await checkWritableDir(opts.stagingDir, 'RESTORE_STAGING_DIR')
+  const [version, { tocBytes }] = await Promise.all([toolVersion(target, 'pg_restore'), checkArchive(target, source), checkReachable(target)])
   reporter.line(`checked ${pg.file} is a readable archive (dumped by ${pg.pgDumpVersion})`)
   const exists = await databaseExists(target, database)
   const mode = opts.inPlace ? 'in-place' : exists ? 'swap' : 'new'
@@ -107,7 +109,7 @@ export async function restorePostgres(
     reporter.line(`postgres: replace every object of the dump in ${describeTarget(target.target)} with ${version} (one transaction; objects not in the dump are kept)`)
   } else {
     reporter.line(
-      `postgres: restore with ${version} -j${jobs} into a new database, then ${
+      `postgres: restore with ${version} into a new database (indexes and constraints with --jobs=${jobs}), then ${
         exists ? `swap it in as ${database}, keeping the current one ${opts.dropOld ? 'until the swap, then dropping it (--drop-old)' : 'under a dated name'}` : `name it ${database}`
       }`,
     )
@@ -133,17 +135,15 @@ export async function restorePostgres(
   const owner = exists ? (await serverInfo(target)).owner : pg.owner
   const restored = await restoreIntoNewDatabase(conn, {
     source,
+    tocBytes,
     name: fresh,
     settings: { ...settings, owner },
     propertiesFrom: exists ? database : undefined,
     jobs,
     stagingDir: opts.stagingDir,
-    onStage: (bytes) => reporter.progress(`staging ${pg.file}`, bytes),
-    onRestoreStart: () => {
-      reporter.endProgress()
-      reporter.line(`postgres: restoring ${pg.database} into ${fresh} (pg_restore -j${jobs})…`)
-    },
+    onProgress: (bytes) => reporter.progress(`restoring ${pg.file} into ${fresh}`, bytes),
   })
+  reporter.endProgress()
   const checks = await runChecks(withDatabase(conn, fresh), pg, opts.checks, reporter).catch(async (err: unknown) => {
     await restored.drop().catch(() => {})
     throw err

@@ -130,3 +130,11 @@ export function conninfoQuote(key: string, value: string): string {
   return `${key}='${value.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`
 }
 
+
+/** PostgreSQL cuts identifiers at 63 bytes (NAMEDATALEN - 1): a longer name would silently become another one. */
+export function checkDatabaseName(name: string, what: string): string {
+  if (name === '' || name.includes('\0') || Buffer.byteLength(name) > 63) {
+    throw usageError(`${what} ${quoteValue(name, 80)} is not a usable database name`, 'use a non-empty name of at most 63 bytes')
+  }
+  return name
+}

@@ -4,22 +4,23 @@ import { join } from 'node:path'
 import { onInterrupt } from '../cli/signals.ts'
 import type { PgConnection } from './connection.ts'
 import { withDatabase } from './connection.ts'
-import { restoreParallel, stageDump, type DumpSource } from './restore.ts'
+import { restoreStreamed, type DumpSource } from './restore.ts'
 import { createDatabase, dropDatabase, type DatabaseSettings } from './server.ts'
 import { copyDatabaseProperties } from './swap.ts'
 
 export interface NewDatabaseRestore {
   source: DumpSource
+  /** From checkArchive: how much of the archive's start holds its table of contents. */
+  tocBytes: number
   /** The database to create; it must not exist. */
   name: string
   settings: DatabaseSettings
   /** An existing database whose settings and grants the new one should get (the one it will replace). */
   propertiesFrom?: string
   jobs: number
-  /** Where the uncompressed dump is staged for pg_restore -j (RESTORE_STAGING_DIR, default the system temp dir). */
+  /** Where the archive's table of contents is copied for pg_restore --jobs (RESTORE_STAGING_DIR, default the system temp dir). */
   stagingDir?: string
-  onStage?: (bytes: number) => void
-  onRestoreStart?: () => void
+  onProgress?: (bytes: number) => void
 }
 
 /** A restored database nobody uses yet; the caller swaps it in, renames it, or drops it. */
@@ -31,10 +32,10 @@ export interface RestoredDatabase {
 }
 
 /**
- * The fast, all-or-nothing restore: stage the verified dump, create a new
- * database, pg_restore -j into it. Nothing that exists is touched; a
- * failure or an interrupt at any point drops what was created and removes
- * the staged dump.
+ * The fast, all-or-nothing restore: create a new database and restore the
+ * verified dump into it (see restoreStreamed). Nothing that exists is
+ * touched; a failure or an interrupt at any point drops what was created
+ * and removes the staged table of contents.
  */
 export async function restoreIntoNewDatabase(conn: PgConnection, opts: NewDatabaseRestore): Promise<RestoredDatabase> {
   const staging = await mkdtemp(join(opts.stagingDir ?? tmpdir(), 'conductor-restore-'))
@@ -45,14 +46,16 @@ export async function restoreIntoNewDatabase(conn: PgConnection, opts: NewDataba
   const drop = () => dropDatabase(target, opts.name)
   let releaseDb = () => {}
   try {
-    const dumpPath = join(staging, 'dump')
-    await stageDump(conn, opts.source, dumpPath, opts.onStage)
     await createDatabase(target, opts.name, opts.settings)
     created = true
     releaseDb = onInterrupt(drop)
     if (opts.propertiesFrom) await copyDatabaseProperties(conn, opts.propertiesFrom, opts.name)
-    opts.onRestoreStart?.()
-    await restoreParallel(target, dumpPath, opts.name, opts.jobs)
+    await restoreStreamed(target, opts.source, opts.name, {
+      tocBytes: opts.tocBytes,
+      jobs: opts.jobs,
+      headPath: join(staging, 'toc.dump'),
+      onProgress: opts.onProgress,
+    })
   } catch (err) {
     releaseDb()
     if (created) await drop().catch(() => {})

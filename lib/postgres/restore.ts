@@ -1,5 +1,5 @@
-import { createWriteStream } from 'node:fs'
-import { Readable } from 'node:stream'
+import { createWriteStream, type WriteStream } from 'node:fs'
+import { Readable, Transform, Writable, type TransformCallback } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { VerifiedFile } from '../artifact/verified-file.ts'
 import { runtimeError, verificationError } from '../cli/errors.ts'
@@ -30,16 +30,26 @@ const changedAfterVerification = (name: string, undo: string) =>
 
 /**
  * Feeds `bytes` (the file's, as read) into `sink`, through zstd when the
- * dump is compressed. Resolves with the error that stopped the feed, if
- * any, once every process of the chain has ended; rejects never.
+ * dump is compressed, and through `taps` (which see the archive's bytes)
+ * on the way. One pipeline per hop, so a sink that goes away (pg_restore
+ * exiting) tears the whole chain down instead of stalling it. Resolves with
+ * the error that stopped the feed, if any, once every process of the
+ * chain has ended; rejects never.
  */
-async function feed(source: DumpSource, bytes: AsyncIterable<Buffer>, sink: NodeJS.WritableStream, env: NodeJS.ProcessEnv, unzip?: Tool): Promise<unknown> {
+async function feed(
+  source: DumpSource,
+  bytes: AsyncIterable<Buffer>,
+  sink: NodeJS.WritableStream,
+  env: NodeJS.ProcessEnv,
+  unzip?: Tool,
+  taps: Transform[] = [],
+): Promise<unknown> {
   const settle = (p: Promise<unknown>) => p.then(() => undefined, (err: unknown) => err)
-  if (source.compression !== 'zstd') return settle(pipeline(Readable.from(bytes), sink))
+  if (source.compression !== 'zstd') return settle(pipeline([Readable.from(bytes), ...taps, sink]))
   const z = unzip ?? decompressor(env)
   const [inErr, outErr, exit] = await Promise.all([
     settle(pipeline(Readable.from(bytes), z.stdin!)),
-    settle(pipeline(z.stdout!, sink)),
+    settle(pipeline([z.stdout!, ...taps, sink])),
     z.exited.catch((err: unknown) => err),
   ])
   if (inErr) return inErr
@@ -55,10 +65,11 @@ async function feed(source: DumpSource, bytes: AsyncIterable<Buffer>, sink: Node
  * fed from the verified handle; pg_restore stops reading after the table
  * of contents, so this costs little however large the dump.
  */
-export async function checkArchive(conn: PgConnection, source: DumpSource): Promise<void> {
+export async function checkArchive(conn: PgConnection, source: DumpSource): Promise<{ tocBytes: number }> {
   const list = pgRestore(conn, ['--list', '--file=/dev/null'])
   const unzip = source.compression === 'zstd' ? decompressor(conn.env) : undefined
-  const fed = feed(source, readRange(source.file.handle, source.file.digest.size), list.stdin!, conn.env, unzip)
+  const counter = new ByteCounter()
+  const fed = feed(source, readRange(source.file.handle, source.file.digest.size), list.stdin!, conn.env, unzip, [counter])
   const exitCode = await list.exited
   unzip?.kill() // pg_restore has what it needs; the rest of the stream is not wanted
   await fed
@@ -68,39 +79,196 @@ export async function checkArchive(conn: PgConnection, source: DumpSource): Prom
       'use a pg_restore at least as new as the pg_dump named in manifest.json, or another backup',
     )
   }
+  // pg_restore had read the whole table of contents before it exited: what we fed it is an upper bound.
+  return { tocBytes: counter.bytes }
+}
+
+/** Margin over the measured table of contents: the head file must never end inside it. */
+const TOC_MARGIN = 1024 * 1024
+
+/**
+ * The fast restore into a new, empty database, in two runs of pg_restore:
+ *
+ * 1. the schema and the data (`--section=pre-data --section=data`),
+ *    streamed from the verified file through zstd, hashed again on the
+ *    way, holding back the last chunk until it matched;
+ * 2. indexes, constraints and the rest (`--section=post-data`) with
+ *    `--jobs`, which needs a seekable archive but no data: it reads a
+ *    copy of just the archive's head (its table of contents), written
+ *    from the same verified stream.
+ *
+ * Nothing is staged but that head, so the restore needs no scratch space
+ * the size of the database, and the data is read once. Measured here on
+ * the benchmark database, staging the whole uncompressed dump for a single
+ * `pg_restore --jobs` cost more (writing it out) than running the data
+ * section in one process; the parallel index builds are where --jobs pays.
+ * It is not one transaction, which is why it only ever targets a new
+ * database that nothing else uses; the caller swaps it in when complete.
+ */
+export async function restoreStreamed(
+  conn: PgConnection,
+  source: DumpSource,
+  database: string,
+  opts: { tocBytes: number; jobs: number; headPath: string; onProgress?: (bytes: number) => void },
+): Promise<void> {
+  const dbname = `--dbname=${conninfoQuote('dbname', database)}`
+  const loadArgs = ['--section=pre-data', '--section=data', '--exit-on-error', '--no-password', dbname]
+  const head = new HeadCopy(opts.headPath, opts.tocBytes + TOC_MARGIN)
+  const { exitCode, stderr, feedError } =
+    source.compression === 'zstd' ? await loadZstd(conn, source, loadArgs, head, opts.onProgress) : await loadPlain(conn, source, loadArgs, head, opts.onProgress)
+  await head.headWritten().catch((err: unknown) => {
+    throw (err as NodeJS.ErrnoException)?.code === 'ENOSPC'
+      ? runtimeError(`no space left for the archive's table of contents in ${opts.headPath}`, 'set RESTORE_STAGING_DIR to a file system with a little room')
+      : err
+  })
+  if (feedError instanceof DigestMismatch) throw changedAfterVerification(source.file.name, 'nothing was restored')
+  const fix = 'the half-restored new database was dropped and the target left as it was; fix the cause and re-run'
+  if (exitCode !== 0) throw failed(conn, 'pg_restore (schema and data)', { exitCode, stderr }, fix)
+  if (feedError) throw feedError
+
+  const post = pgRestore(conn, [`--jobs=${opts.jobs}`, '--section=post-data', '--exit-on-error', '--no-password', dbname, opts.headPath], 'ignore')
+  const postExit = await post.exited
+  if (postExit !== 0) throw failed(conn, 'pg_restore (indexes and constraints)', { exitCode: postExit, stderr: post.stderr() }, fix)
+}
+
+interface Loaded {
+  exitCode: number
+  stderr: string
+  feedError: unknown
+}
+
+/** formatVersion 1: pg_dump compressed the archive itself, so the bytes are few and pass through us. */
+async function loadPlain(conn: PgConnection, source: DumpSource, args: string[], head: HeadCopy, onProgress?: (bytes: number) => void): Promise<Loaded> {
+  const load = pgRestore(conn, args)
+  const bytes = verifiedBytes(source.file.handle, source.file.digest, () => load.kill('SIGKILL'), onProgress)
+  const [exitCode, feedError] = await Promise.all([load.exited, feed(source, bytes, load.stdin!, conn.env, undefined, [head])])
+  return { exitCode, stderr: load.stderr(), feedError }
 }
 
 /**
- * Writes pg_dump's archive, decompressed, to `dest` for a parallel
- * pg_restore (which needs a seekable file), re-hashing the verified bytes
- * on the way: a file changed since verification never becomes a staged
- * dump. `dest` lives in a private (0700) directory of ours.
+ * formatVersion 2: the verified compressed bytes go to `zstd -d`, whose
+ * output reaches pg_restore through an OS pipe: the uncompressed archive
+ * (often several times the file) never passes through this process. A
+ * second `zstd -d`, fed the same verified bytes only until the head copy is
+ * full, produces the table of contents for the post-data run.
  */
-export async function stageDump(conn: PgConnection, source: DumpSource, dest: string, onProgress?: (bytes: number) => void): Promise<void> {
-  const unzip = source.compression === 'zstd' ? decompressor(conn.env) : undefined
-  const bytes = verifiedBytes(source.file.handle, source.file.digest, () => unzip?.kill('SIGKILL'), onProgress)
-  const err = await feed(source, bytes, createWriteStream(dest, { flags: 'wx', mode: 0o600 }), conn.env, unzip)
-  if (err instanceof DigestMismatch) throw changedAfterVerification(source.file.name, 'nothing was restored')
-  if ((err as NodeJS.ErrnoException)?.code === 'ENOSPC') {
-    throw runtimeError(`no space left to stage the uncompressed dump in ${dest}`, 'set RESTORE_STAGING_DIR to a file system with room for it')
+async function loadZstd(conn: PgConnection, source: DumpSource, args: string[], head: HeadCopy, onProgress?: (bytes: number) => void): Promise<Loaded> {
+  const unzip = decompressor(conn.env)
+  const load = spawnTool('pg_restore', args, { env: conn.env, stdin: unzip.stdout!, stdout: 'ignore', missing: notFound('pg_restore') })
+  const headUnzip = decompressor(conn.env)
+  const headDone = pipeline(headUnzip.stdout!, head, new Writable({ write: (_chunk, _enc, done) => done() })).catch(() => {})
+  const stop = () => {
+    load.kill('SIGKILL')
+    unzip.kill('SIGKILL')
+    headUnzip.kill('SIGKILL')
   }
-  if (err) throw err
+  const bytes = verifiedBytes(source.file.handle, source.file.digest, stop, onProgress)
+  const pump = async () => {
+    let headOpen = true
+    for await (const chunk of bytes) {
+      await writeAll(unzip.stdin!, chunk)
+      if (!headOpen) continue
+      if (head.full) {
+        headOpen = false
+        headUnzip.kill() // it has produced the whole table of contents; the rest is not wanted
+      } else {
+        await writeAll(headUnzip.stdin!, chunk).catch(() => {
+          headOpen = false
+        })
+      }
+    }
+    unzip.stdin!.end()
+    if (headOpen) headUnzip.stdin!.end()
+  }
+  const feedError = await pump().then(
+    () => undefined,
+    (err: unknown) => {
+      if (!(err instanceof DigestMismatch)) stop()
+      return err
+    },
+  )
+  const [exitCode, unzipExit] = await Promise.all([load.exited, unzip.exited, headUnzip.exited.catch(() => 0), headDone])
+  if (!feedError && exitCode === 0 && unzipExit !== 0) {
+    return { exitCode: 1, stderr: `zstd: ${oneLine(unzip.stderr()) || `exit status ${unzipExit}`}`, feedError }
+  }
+  return { exitCode, stderr: load.stderr(), feedError }
 }
 
-/**
- * pg_restore -j into a database we just created: the fast path. It is
- * not one transaction, which is why it only ever targets a new database
- * that nothing else uses; the caller swaps it in once it is complete.
- */
-export async function restoreParallel(conn: PgConnection, staged: string, database: string, jobs: number): Promise<void> {
-  const restore = pgRestore(
-    conn,
-    [`--jobs=${jobs}`, '--exit-on-error', '--no-password', `--dbname=${conninfoQuote('dbname', database)}`, staged],
-    'ignore',
-  )
-  const exitCode = await restore.exited
-  if (exitCode !== 0) {
-    throw failed(conn, 'pg_restore', { exitCode, stderr: restore.stderr() }, 'the half-restored new database was dropped and the target left as it was; fix the cause and re-run')
+/** Writes with backpressure, and fails instead of waiting forever when the reader is gone. */
+function writeAll(stream: Writable, chunk: Buffer): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (stream.destroyed || stream.writableEnded) return reject(new Error('the reading process has gone'))
+    const onError = (err: Error) => finish(err)
+    const onClose = () => finish(new Error('the reading process has gone'))
+    const finish = (err?: Error) => {
+      stream.off('error', onError)
+      stream.off('close', onClose)
+      stream.off('drain', onDrain)
+      if (err) reject(err)
+      else resolve()
+    }
+    const onDrain = () => finish()
+    stream.on('error', onError)
+    stream.on('close', onClose)
+    if (stream.write(chunk)) finish()
+    else stream.on('drain', onDrain)
+  })
+}
+
+/** Counts the bytes passing through. */
+class ByteCounter extends Transform {
+  bytes = 0
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    this.bytes += chunk.length
+    done(null, chunk)
+  }
+}
+
+/** Passes everything through and writes the first `limit` bytes to `path` (0600, new file) on the way. */
+class HeadCopy extends Transform {
+  private readonly out: WriteStream
+  private left: number
+  /** Everything wanted has been written: the rest of the stream may be dropped. */
+  get full(): boolean {
+    return this.left <= 0
+  }
+  private readonly done: Promise<void>
+
+  constructor(path: string, limit: number) {
+    super()
+    this.left = limit
+    this.out = createWriteStream(path, { flags: 'wx', mode: 0o600 })
+    this.done = new Promise((resolve, reject) => {
+      this.out.on('close', resolve)
+      this.out.on('error', (err) => {
+        reject(err)
+        this.destroy(err) // a full disk must stop the restore, not stall it waiting for 'drain'
+      })
+    })
+    this.done.catch(() => {}) // observed by headWritten(); an early failure must not count as unhandled
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, next: TransformCallback): void {
+    if (this.left <= 0) return next(null, chunk)
+    const part = chunk.subarray(0, this.left)
+    this.left -= part.length
+    // Pass the chunk on once its head part is written: simple backpressure that cannot miss a 'drain'.
+    this.out.write(part, (err) => next(err ?? null, chunk))
+    if (this.left <= 0) this.out.end()
+  }
+
+  override _flush(done: TransformCallback): void {
+    if (!this.out.writableEnded) this.out.end()
+    done()
+  }
+
+  override _destroy(err: Error | null, cb: (error?: Error | null) => void): void {
+    if (!this.out.writableEnded) this.out.end()
+    cb(err)
+  }
+
+  headWritten(): Promise<void> {
+    return this.done
   }
 }
 
