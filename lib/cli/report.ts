@@ -52,6 +52,9 @@ export function createReporter(json: boolean, io: ReporterStreams): Reporter {
   const showProgress = !json && Boolean(io.stderr.isTTY)
   let lastDraw = 0
   let drawn = false
+  // Rate and elapsed time are per step: a new label starts a new clock.
+  let progressLabel = ''
+  let progressStart = 0
   const say = (text: string) => {
     if (!json) io.stdout.write(text + '\n')
   }
@@ -67,10 +70,16 @@ export function createReporter(json: boolean, io: ReporterStreams): Reporter {
     progress: (label, bytes) => {
       if (!showProgress) return
       const now = Date.now()
+      if (label !== progressLabel) {
+        progressLabel = label
+        progressStart = now
+      }
       if (now - lastDraw < 200) return
       lastDraw = now
       drawn = true
-      io.stderr.write(`\r\x1b[K  ${clean(label)}: ${formatBytes(bytes)}`)
+      const seconds = (now - progressStart) / 1000
+      const rate = seconds > 0 ? `${formatBytes(Math.round(bytes / seconds))}/s` : '—'
+      io.stderr.write(`\r\x1b[K  ${clean(label)}: ${formatBytes(bytes)}, ${rate}, ${seconds.toFixed(0)} s`)
     },
     endProgress: () => {
       if (drawn) io.stderr.write('\r\x1b[K')

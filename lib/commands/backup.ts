@@ -74,8 +74,8 @@ async function warnAboutLeftovers(output: string, reporter: Reporter): Promise<v
 }
 
 async function checkPostgresTools(conn: PgConnection, reporter: Reporter): Promise<string> {
-  const version = await toolVersion(conn, 'pg_dump')
-  await checkReachable(conn)
+  // Independent checks, run together: each is a child process and a round trip.
+  const [version] = await Promise.all([toolVersion(conn, 'pg_dump'), checkReachable(conn)])
   reporter.line(`postgres: dump ${describeTarget(conn.target)} with ${version}`)
   return version
 }
