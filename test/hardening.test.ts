@@ -310,3 +310,39 @@ t.test('6. one message is one line, whatever the input holds', async (t) => {
   })
   void readdirSync
 })
+
+t.test('7. drill.sh, status.sh and the restore options refuse bad input in one line, before any work', async (t) => {
+  const dir = tempDir(t)
+  const base = join(dir, 'backups')
+  t.equal((await run(BACKUP, ['--output', base])).code, 0)
+  const [name] = completeArtifacts(base)
+  execFileSync('mkfifo', [join(dir, 'fifo.md')])
+  mkdirSync(join(dir, 'a-dir.md'))
+  const DRILL = join(REPO, 'scripts', 'drill.sh')
+  const STATUS = join(REPO, 'scripts', 'status.sh')
+  const withBase = cleanEnv({ BACKUP_BASE: base })
+  const cases: Array<{ name: string; script: string; args: string[]; env?: NodeJS.ProcessEnv; code: number; message: RegExp }> = [
+    { name: 'drill --rto without a unit', script: DRILL, args: ['--dry-run', '--rto', '30'], env: withBase, code: EXIT.usage, message: /--rto must be a duration/ },
+    { name: 'drill --window zero', script: DRILL, args: ['--dry-run', '--window', '0s'], env: withBase, code: EXIT.usage, message: /--window must be greater than zero/ },
+    { name: 'drill DR_RPO_TARGET garbage', script: DRILL, args: ['--dry-run'], env: cleanEnv({ BACKUP_BASE: base, DR_RPO_TARGET: 'daily' }), code: EXIT.usage, message: /DR_RPO_TARGET must be a duration/ },
+    { name: 'drill --report is a FIFO', script: DRILL, args: ['--dry-run', '--report', join(dir, 'fifo.md')], env: withBase, code: EXIT.input, message: /not a regular file/ },
+    { name: 'drill --report is a directory', script: DRILL, args: ['--dry-run', '--report', join(dir, 'a-dir.md')], env: withBase, code: EXIT.input, message: /not a regular file/ },
+    { name: 'drill --report in a missing directory', script: DRILL, args: ['--dry-run', '--report', join(dir, 'nope', 'r.md')], env: withBase, code: EXIT.input, message: /does not exist/ },
+    { name: 'drill --summary without --report', script: DRILL, args: ['--summary'], env: withBase, code: EXIT.usage, message: /--summary needs --report/ },
+    { name: 'drill --summary with no history yet', script: DRILL, args: ['--summary', '--report', join(dir, 'never.md')], env: withBase, code: EXIT.input, message: /no drill history/ },
+    { name: 'drill --check-url that is not http', script: DRILL, args: ['--dry-run', '--check-url', 'ftp://x/'], env: withBase, code: EXIT.usage, message: /check-url/ },
+    { name: 'drill with no BACKUP_BASE', script: DRILL, args: ['--dry-run'], code: EXIT.usage, message: /BACKUP_BASE is not set/ },
+    { name: 'status --max-age garbage', script: STATUS, args: ['--max-age', 'soon'], env: withBase, code: EXIT.usage, message: /--max-age must be a duration/ },
+    { name: 'restore --jobs 0', script: RESTORE, args: ['--jobs', '0', name], env: cleanEnv({ BACKUP_BASE: base, RESTORE_POSTGRES: 'true' }), code: EXIT.usage, message: /--jobs must be a whole number/ },
+    { name: 'restore --jobs=lots', script: RESTORE, args: ['--jobs=lots', name], env: cleanEnv({ BACKUP_BASE: base, RESTORE_POSTGRES: 'true' }), code: EXIT.usage, message: /--jobs must be a whole number/ },
+    { name: 'restore checks without RESTORE_POSTGRES', script: RESTORE, args: ['--check', name], env: withBase, code: EXIT.usage, message: /checks run against a restored database/ },
+    { name: 'backup --lock-wait-timeout garbage', script: BACKUP, args: ['--output', base, '--lock-wait-timeout', 'forever'], code: EXIT.usage, message: /--lock-wait-timeout must be a duration/ },
+  ]
+  for (const c of cases) {
+    await t.test(c.name, async (t) => {
+      const r = await run(c.script, c.args, c.env)
+      oneCleanLine(t, r, c.code, c.message)
+    })
+  }
+  t.same(completeArtifacts(base), [name], 'nothing new was written')
+})
