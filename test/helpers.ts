@@ -221,3 +221,16 @@ export async function backupOf(t: Test, db: string): Promise<{ base: string; nam
   t.ok(name, 'backup produced an artifact')
   return { base, name, path: join(base, name) }
 }
+
+/**
+ * A database, backed up, then changed: what a restore would replace. `before`
+ * is its content after the change, which a failed or interrupted restore
+ * must leave exactly as it is.
+ */
+export async function changedSinceBackup(t: Test, rows: number): Promise<{ db: string; path: string; before: Record<string, string> }> {
+  const db = scratchDatabase(t)
+  fillDatabase(db, rows)
+  const { path } = await backupOf(t, db)
+  psql(db, "UPDATE customers SET name = 'current';")
+  return { db, path, before: snapshot(db) }
+}

@@ -4,8 +4,8 @@ import { existsSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import {
+  changedSinceBackup,
   BACKUP,
-  backupOf,
   cleanEnv,
   collect,
   completeArtifacts,
@@ -106,11 +106,7 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
 }
 
 t.test('--in-place: SIGTERM during a database restore rolls it back and stops pg_restore', async (t) => {
-  const db = scratchDatabase(t)
-  fillDatabase(db, 200)
-  const { path } = await backupOf(t, db)
-  psql(db, "UPDATE customers SET name = 'current';")
-  const before = snapshot(db)
+  const { db, path, before } = await changedSinceBackup(t, 200)
   // A reader holding a lock: the restore's DROP TABLE waits behind it.
   const reader = spawn('psql', ['-X', '-q', '-d', db], { env: cleanEnv(), stdio: ['pipe', 'ignore', 'ignore'] })
   reader.stdin!.write('BEGIN; SELECT count(*) FROM documents;\n')
@@ -136,11 +132,7 @@ t.test('--in-place: SIGTERM during a database restore rolls it back and stops pg
 })
 
 t.test('SIGTERM during a parallel restore drops the new database and leaves the target as it was', async (t) => {
-  const db = scratchDatabase(t)
-  fillDatabase(db, 200)
-  const { path } = await backupOf(t, db)
-  psql(db, "UPDATE customers SET name = 'current';")
-  const before = snapshot(db)
+  const { db, path, before } = await changedSinceBackup(t, 200)
   const marker = join(tempDir(t), 'restored')
   // pg_restore -j that has restored everything but has not finished yet.
   const PATH = pathWithWrapped(t, 'pg_restore', `case "$*" in *--jobs*) "$REAL" "$@"; touch '${marker}'; exec sleep 600 ;; esac\nexec "$REAL" "$@"`)

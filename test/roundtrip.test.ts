@@ -1,6 +1,7 @@
 // Back up a real database, damage it, restore, compare every row.
 import t from 'tap'
 import {
+  changedSinceBackup,
   backupOf,
   databaseExists,
   dropDatabase,
@@ -57,11 +58,7 @@ t.test('by default the restored database is swapped in and the replaced one kept
 })
 
 t.test('a failing parallel restore leaves the target as it was and nothing behind', async (t) => {
-  const db = scratchDatabase(t)
-  fillDatabase(db, 300)
-  const { path } = await backupOf(t, db)
-  psql(db, "UPDATE customers SET name = 'current';")
-  const before = snapshot(db)
+  const { db, path, before } = await changedSinceBackup(t, 300)
   // pg_restore -j that restores part of the data, then fails.
   const PATH = pathWithWrapped(t, 'pg_restore', 'case "$*" in *--jobs*) "$REAL" --section=pre-data "$@"; echo "pg_restore: error: simulated failure" >&2; exit 1 ;; esac\nexec "$REAL" "$@"')
   const r = await run(RESTORE, [path], pgEnv(db, { RESTORE_POSTGRES: 'true', PATH }))
