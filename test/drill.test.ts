@@ -92,8 +92,11 @@ t.test('failing checks fail the drill with exit 5, and the scratch database is g
   for (const c of cases) {
     await t.test(c.name, async (t) => {
       const scratch = drillName(t)
-      const r = await run(DRILL, ['--json', ...c.args, '--check-url', `http://127.0.0.1:${port}/ok`], pgEnv(db, { BACKUP_BASE: base, DRILL_DATABASE: scratch }))
+      const report = join(tempDir(t), 'drills.md')
+      const r = await run(DRILL, ['--json', '--report', report, ...c.args, '--check-url', `http://127.0.0.1:${port}/ok`], pgEnv(db, { BACKUP_BASE: base, DRILL_DATABASE: scratch }))
       t.equal(r.code, EXIT.check, r.stderr)
+      t.match(readFileSync(report, 'utf8'), /— check-failed[\s\S]*FAILED/, 'the failed drill is in the runbook log')
+      if (c.name.includes('cmd')) t.match(readFileSync(report, 'utf8'), /smoke failed/, "the check's own output is in the report")
       const doc = JSON.parse(r.stdout)
       t.match(doc, { ok: false, exitCode: EXIT.check, verdict: 'check-failed' })
       t.match(doc.error, c.failing)

@@ -33,7 +33,11 @@ export function renderMarkdown(r: DrillResult): string {
   )
   if (r.checks.length > 0) {
     lines.push('- Checks:')
-    for (const c of r.checks) lines.push(`  - ${md(c.name)}: ${c.ok ? 'ok' : 'FAILED'} (${dur(c.durationMs)}) — ${md(c.detail)}`)
+    for (const c of r.checks) {
+      lines.push(`  - ${md(c.name)}: ${c.ok ? 'ok' : 'FAILED'} (${dur(c.durationMs)}) — ${md(c.detail)}`)
+      // A failing check's own output (already redacted and bounded) is what the on-call needs next.
+      if (!c.ok && c.output) lines.push('', '    ```', ...c.output.split('\n').map((l) => `    ${escapeControl(l).replace(/```/g, "'''")}`), '    ```', '')
+    }
   }
   if (r.error) lines.push(`- Error: ${md(r.error)}`)
   lines.push(`- Verdict: **${r.verdict}**`, '', '')
