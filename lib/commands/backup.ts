@@ -20,6 +20,7 @@ import { runtimeError } from '../cli/errors.ts'
 import { formatBytes, type Reporter } from '../cli/report.ts'
 import { onInterrupt } from '../cli/signals.ts'
 import { digestBuffer, type Digest } from '../pipeline/checksum.ts'
+import { allInOrder } from '../pipeline/in-order.ts'
 import { checkReachable, toolVersion } from '../postgres/client.ts'
 import { connectionFromEnv, describeTarget, type PgConnection } from '../postgres/connection.ts'
 import { dumpDatabase } from '../postgres/dump.ts'
@@ -75,7 +76,7 @@ async function warnAboutLeftovers(output: string, reporter: Reporter): Promise<v
 
 async function checkPostgresTools(conn: PgConnection, reporter: Reporter): Promise<string> {
   // Independent checks, run together: each is a child process and a round trip.
-  const [version] = await Promise.all([toolVersion(conn, 'pg_dump'), checkReachable(conn)])
+  const [version] = await allInOrder([toolVersion(conn, 'pg_dump'), checkReachable(conn)])
   reporter.line(`postgres: dump ${describeTarget(conn.target)} with ${version}`)
   return version
 }

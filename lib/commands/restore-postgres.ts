@@ -3,6 +3,7 @@ import type { PostgresDumped } from '../artifact/manifest.ts'
 import type { VerifiedFile } from '../artifact/verified-file.ts'
 import { verificationError } from '../cli/errors.ts'
 import { DigestMismatch, readVerified } from '../pipeline/checksum.ts'
+import { allInOrder } from '../pipeline/in-order.ts'
 import { createRoles, existingRoles, planRoles } from '../postgres/roles.ts'
 import { checkRowCounts, runOperatorChecks } from '../checks/index.ts'
 import type { CheckResult, CheckSpec } from '../checks/types.ts'
@@ -98,7 +99,7 @@ export async function restorePostgres(
   const database = checkDatabaseName(conn.target.database ?? pg.database, 'the target database')
   const target = withDatabase(conn, database)
   if (opts.stagingDir && !opts.inPlace) await checkWritableDir(opts.stagingDir, 'RESTORE_STAGING_DIR')
-  const [version, { tocBytes }] = await Promise.all([toolVersion(target, 'pg_restore'), checkArchive(target, source), checkReachable(target)])
+  const [version, { tocBytes }] = await allInOrder([toolVersion(target, 'pg_restore'), checkArchive(target, source), checkReachable(target)])
   reporter.line(`checked ${pg.file} is a readable archive (dumped by ${pg.pgDumpVersion})`)
   const exists = await databaseExists(target, database)
   const mode = opts.inPlace ? 'in-place' : exists ? 'swap' : 'new'
