@@ -24,7 +24,7 @@ compressed by zstd -T0 -3) with the row count of every table.
   -h, --help            this text
 
 The database is dumped only when it is included AND ENABLE_POSTGRES_DUMP=true.
-The cluster's roles go along (roles.sql, pg_dumpall --roles-only) without password
+The cluster's roles and memberships go along (roles.json) without password
 hashes unless BACKUP_ROLE_PASSWORDS=true.
 Connection: PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD (or ~/.pgpass), or
 DATABASE_URL. Passwords are never put on a command line or printed.

@@ -66,7 +66,7 @@ t.test('guide workflow against a real database', async (t) => {
   t.equal(manifest.postgres.database, db)
   t.match(manifest.postgres.serverVersion, /^\d+/)
   const entry = (file: string) => ({ path: file, size: statSync(join(dir, file)).size, sha256: sha256(join(dir, file)) })
-  t.same(manifest.files, [entry('postgres.dump.zst'), entry('roles.sql')])
+  t.same(manifest.files, [entry('postgres.dump.zst'), entry('roles.json')])
   t.equal(readFileSync(join(dir, 'manifest.json.sha256'), 'utf8'), `${sha256(join(dir, 'manifest.json'))}  manifest.json\n`)
 
   // Change the database so that each restore line shows whether it touched it.

@@ -32,5 +32,5 @@ export const MANIFEST_SUM_FILE = 'manifest.json.sha256'
 export const POSTGRES_DUMP_FILE = 'postgres.dump'
 /** formatVersion 2: pg_dump -Fc -Z0 compressed by zstd. */
 export const POSTGRES_DUMP_ZST_FILE = 'postgres.dump.zst'
-/** pg_dumpall --roles-only: the roles a bare server needs before the dump can be restored. */
-export const ROLES_FILE = 'roles.sql'
+/** The cluster's roles and memberships (JSON): what a bare server needs before the dump can be restored. */
+export const ROLES_FILE = 'roles.json'

@@ -4,7 +4,7 @@ import type { VerifiedFile } from '../artifact/verified-file.ts'
 import { verificationError } from '../cli/errors.ts'
 import { DigestMismatch, readVerified } from '../pipeline/checksum.ts'
 import { allInOrder } from '../pipeline/in-order.ts'
-import { createRoles, existingRoles, planRoles } from '../postgres/roles.ts'
+import { createRoles, existingRoles, parseRoles, planRoles } from '../postgres/roles.ts'
 import { checkRowCounts, runOperatorChecks } from '../checks/index.ts'
 import type { CheckResult, CheckSpec } from '../checks/types.ts'
 import type { Reporter } from '../cli/report.ts'
@@ -58,15 +58,18 @@ async function ensureRoles(conn: PgConnection, roles: VerifiedFile | undefined, 
     throw err instanceof DigestMismatch ? verificationError(`${roles.name} changed after it was verified`, 'something is writing into the backup directory; stop it and restore again') : err
   })
   if (!sql) throw verificationError(`${roles.name} is larger than a roles dump can be`, 'the artifact is damaged; use another backup')
-  const plan = planRoles(sql.toString('utf8'), await existingRoles(conn))
-  if (plan.create.length === 0) return []
+  const doc = parseRoles(sql.toString('utf8'))
   if (dryRun) {
-    reporter.line(`postgres: would create missing roles: ${plan.create.join(', ')}`)
-    return plan.create
+    // Which of them exist cannot be known without credentials, and a dry run needs none.
+    reporter.line(`postgres: the artifact records ${doc.roles.length} role(s); missing ones will be created before the restore`)
+    return []
   }
+  const plan = planRoles(doc, await existingRoles(conn))
+  const names = plan.create.map((r) => r.name)
+  if (names.length === 0) return []
   await createRoles(conn, plan)
-  reporter.line(`postgres: created missing roles: ${plan.create.join(', ')} (existing roles were left as they are)`)
-  return plan.create
+  reporter.line(`postgres: created missing roles: ${names.join(', ')} (existing roles were left as they are)`)
+  return names
 }
 
 export const defaultJobs = () => Math.max(1, Math.min(4, availableParallelism()))
