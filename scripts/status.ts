@@ -18,8 +18,10 @@ hashed here, restore verifies every byte. Damaged artifacts and leftover
 .partial directories from interrupted runs are reported as warnings on stderr.
 
   DIR            the backup directory (instead of BACKUP_BASE)
-  --max-age DUR  fail with exit 6 unless the newest complete backup is at most
-                 DUR old (by the manifest's createdAt), e.g. 26h, 1d, 90m;
+  --max-age DUR  fail with exit 6 unless the newest complete backup holding a
+                 database dump is at most DUR old (by the manifest's
+                 createdAt), e.g. 26h, 1d, 90m; one without a dump restores
+                 nothing and does not count;
                  default: DR_RPO_TARGET if set, otherwise no limit
   --json         print one JSON document on stdout (for monitoring):
                  {ok, base, newest, newestAgeMs, artifacts, partials, stale, maxAgeMs}

@@ -336,6 +336,15 @@ t.test('7. drill.sh, status.sh and the restore options refuse bad input in one l
     { name: 'restore --jobs 0', script: RESTORE, args: ['--jobs', '0', name], env: cleanEnv({ BACKUP_BASE: base, RESTORE_POSTGRES: 'true' }), code: EXIT.usage, message: /--jobs must be a whole number/ },
     { name: 'restore --jobs=lots', script: RESTORE, args: ['--jobs=lots', name], env: cleanEnv({ BACKUP_BASE: base, RESTORE_POSTGRES: 'true' }), code: EXIT.usage, message: /--jobs must be a whole number/ },
     { name: 'restore checks without RESTORE_POSTGRES', script: RESTORE, args: ['--check', name], env: withBase, code: EXIT.usage, message: /checks run against a restored database/ },
+    { name: 'a real drill of artifacts without a dump', script: DRILL, args: [], env: withBase, code: EXIT.input, message: /no complete backup with a database dump/ },
+    {
+      name: 'restore that would swap out the postgres database',
+      script: RESTORE,
+      args: ['--dry-run', join(REPO, 'test', 'fixtures', 'v1', 'conductor-backup-20261126T131913Z')],
+      env: cleanEnv({ RESTORE_POSTGRES: 'true', PGDATABASE: 'postgres' }),
+      code: EXIT.usage,
+      message: /postgres cannot be replaced by a swap/,
+    },
     { name: 'backup --lock-wait-timeout garbage', script: BACKUP, args: ['--output', base, '--lock-wait-timeout', 'forever'], code: EXIT.usage, message: /--lock-wait-timeout must be a duration/ },
   ]
   for (const c of cases) {

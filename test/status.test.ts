@@ -6,7 +6,7 @@ import t, { type Test } from 'tap'
 import { parseArtifactStamp } from '../lib/artifact/list.ts'
 import { manifestSumLine } from '../lib/artifact/manifest.ts'
 import { artifactName, MANIFEST_FILE, MANIFEST_SUM_FILE } from '../lib/artifact/naming.ts'
-import { BACKUP, cleanEnv, completeArtifacts, REPO, run, tempDir, type RunResult } from './helpers.ts'
+import { BACKUP, cleanEnv, completeArtifacts, DUMP_ENABLED, pgEnv, REPO, run, scratchDatabase, tempDir, type RunResult } from './helpers.ts'
 
 const STATUS = join(REPO, 'scripts', 'status.sh')
 const HOUR = 3_600_000
@@ -50,8 +50,9 @@ const HOSTILE_PARTIAL = '.conductor-backup-20240101T000000Z\nerror: forged\x1b[3
  */
 async function fixture(t: Test) {
   const base = tempDir(t)
+  const db = scratchDatabase(t)
   for (let i = 0; i < 2; i++) {
-    const r = await run(BACKUP, ['--output', base], env())
+    const r = await run(BACKUP, ['--output', base], pgEnv(db, { ...DUMP_ENABLED, DR_RPO_TARGET: undefined }))
     t.equal(r.code, 0, r.stderr)
   }
   const [older, fresh] = completeArtifacts(base).sort()
@@ -94,7 +95,7 @@ t.test('lists complete, damaged and partial artifacts newest first; clutter igno
     ],
   )
   t.match(doc.artifacts[1].problem, /does not match its checksum/)
-  t.match(doc.artifacts[2], { createdAt: String, bytes: 0, database: null, problem: null })
+  t.match(doc.artifacts[2], { createdAt: String, bytes: Number, database: /^cdr_test_/, problem: null })
   t.same(
     doc.partials.map((p: any) => p.name),
     [f.partial, HOSTILE_PARTIAL],
@@ -187,7 +188,7 @@ t.test('an empty backup directory: fine without a limit, exit 6 with one', async
 
   const m = await run(STATUS, ['--json', '--max-age', '26h'], env({ BACKUP_BASE: empty }))
   t.equal(m.code, 6, m.stderr)
-  t.match(oneJson(t, m), { ok: false, exitCode: 6, error: /^no complete backup in '.*', required within 1d 02h \(--max-age\)$/, stale: true, newest: null, artifacts: [] })
+  t.match(oneJson(t, m), { ok: false, exitCode: 6, error: /^no complete backup in '.*' \(one without a database dump does not count\), required within 1d 02h \(--max-age\)$/, stale: true, newest: null, artifacts: [] })
 })
 
 t.test('usage and input errors, one JSON document each', async (t) => {
@@ -215,4 +216,13 @@ t.test('--help documents the flags, the JSON shape and exit codes', async (t) =>
   const r = await run(STATUS, ['--help'], env())
   t.equal(r.code, 0)
   for (const word of ['BACKUP_BASE', '--max-age', 'DR_RPO_TARGET', '--json', 'newestAgeMs', 'exitCode 6', 'Exit codes']) t.match(r.stdout, word)
+})
+
+t.test('a fresh artifact without a database dump does not count as a backup for --max-age', async (t) => {
+  const base = tempDir(t)
+  const r = await run(BACKUP, ['--output', base], env())
+  t.equal(r.code, 0, r.stderr)
+  const s = await run(STATUS, ['--max-age', '1h', '--json'], env({ BACKUP_BASE: base }))
+  t.equal(s.code, 6, s.stderr)
+  t.match(oneJson(t, s), { ok: false, exitCode: 6, error: /no complete backup in .* \(one without a database dump does not count\)/ })
 })

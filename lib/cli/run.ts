@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url'
 import { wantsJson } from './args.ts'
 import { DrError, ExitCode, runtimeError } from './errors.ts'
 import { createReporter, type Reporter } from './report.ts'
-import { runCleanups } from './signals.ts'
+import { completedDuringInterrupt, markInterrupted, runCleanups, whenNotCritical } from './signals.ts'
 import { fromSystemError } from './system-errors.ts'
 
 /**
@@ -43,13 +43,21 @@ export async function runCli(argv: string[], main: (ctx: CliContext) => Promise<
     // A second Ctrl-C means "now": the operator has given up waiting for cleanup.
     if (interrupted) process.exit(ExitCode.interrupted)
     interrupted = true
+    markInterrupted(signal)
     reporter.endProgress()
-    void runCleanups(CLEANUP_DEADLINE_MS).then(() => {
-      reporter.failure(
-        new DrError('interrupted', `interrupted by ${signal} before finishing`, 'its partial work was stopped and removed; run it again'),
-      )
-      process.exit(ExitCode.interrupted)
-    })
+    void whenNotCritical()
+      .then(() => runCleanups(CLEANUP_DEADLINE_MS))
+      .then(() => {
+        const done = completedDuringInterrupt()
+        reporter.failure(
+          new DrError(
+            'interrupted',
+            `interrupted by ${signal} before finishing${done.length ? ` (completed first, as it cannot be cut in half: ${done.join('; ')})` : ''}`,
+            'its partial work was stopped and removed; run it again',
+          ),
+        )
+        process.exit(ExitCode.interrupted)
+      })
   }
   process.on('SIGINT', onSignal)
   process.on('SIGTERM', onSignal)
@@ -57,6 +65,8 @@ export async function runCli(argv: string[], main: (ctx: CliContext) => Promise<
   try {
     await main({ argv, env: process.env, reporter })
     reporter.endProgress()
+    // Finished while an interrupt was being handled: the handler reports and exits.
+    if (interrupted) await new Promise(() => {})
     process.exit(ExitCode.ok)
   } catch (err) {
     reporter.endProgress()

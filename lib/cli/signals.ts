@@ -27,3 +27,53 @@ export async function runCleanups(deadlineMs: number): Promise<void> {
   await Promise.race([Promise.all(all), deadline])
   clearTimeout(timer)
 }
+
+let interruptedBy: NodeJS.Signals | undefined
+let criticalDepth = 0
+let criticalDone: Array<() => void> = []
+let criticalNotes: string[] = []
+
+/** Set by the CLI's signal handler; long work checks it before a step that cannot be undone. */
+export function markInterrupted(signal: NodeJS.Signals): void {
+  interruptedBy = signal
+}
+
+/** What irreversible steps finished while an interrupt waited for them, for the final message. */
+export function completedDuringInterrupt(): string[] {
+  return criticalNotes
+}
+
+/**
+ * A step that must not be cut in half: the database swap, publishing an
+ * artifact, dropping the database a restore replaced. It does not start
+ * once an interrupt has arrived, and an interrupt that arrives during it
+ * waits for it to finish before the cleanups run (which would otherwise
+ * undo half of it, e.g. drop the database just swapped in).
+ */
+export async function critical<T>(what: string, work: () => Promise<T>): Promise<T> {
+  if (interruptedBy) throw new InterruptedBeforeCritical(what)
+  criticalDepth++
+  try {
+    const value = await work()
+    if (interruptedBy) criticalNotes.push(what)
+    return value
+  } finally {
+    criticalDepth--
+    if (criticalDepth === 0) {
+      const waiting = criticalDone
+      criticalDone = []
+      for (const resolve of waiting) resolve()
+    }
+  }
+}
+
+export function whenNotCritical(): Promise<void> {
+  return criticalDepth === 0 ? Promise.resolve() : new Promise((resolve) => criticalDone.push(resolve))
+}
+
+/** Thrown into the main flow when an interrupt arrived first; the signal handler owns the exit. */
+export class InterruptedBeforeCritical extends Error {
+  constructor(what: string) {
+    super(`interrupted before: ${what}`)
+  }
+}

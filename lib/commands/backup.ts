@@ -18,7 +18,7 @@ import {
 import { artifactName, isPartialName, MANIFEST_FILE, MANIFEST_SUM_FILE, partialName, POSTGRES_DUMP_ZST_FILE, ROLES_FILE } from '../artifact/naming.ts'
 import { runtimeError } from '../cli/errors.ts'
 import { formatBytes, type Reporter } from '../cli/report.ts'
-import { onInterrupt } from '../cli/signals.ts'
+import { critical, onInterrupt } from '../cli/signals.ts'
 import { digestBuffer, type Digest } from '../pipeline/checksum.ts'
 import { allInOrder } from '../pipeline/in-order.ts'
 import { checkReachable, toolVersion } from '../postgres/client.ts'
@@ -227,16 +227,19 @@ export async function runBackup(opts: BackupOptions, reporter: Reporter): Promis
     const text = serializeManifest(manifest)
     await writeFileSynced(join(partial, MANIFEST_FILE), text)
     await writeFileSynced(join(partial, MANIFEST_SUM_FILE), manifestSumLine(digestBuffer(text).sha256))
-    try {
-      await publishDir(partial, finalPath, output)
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code
-      if (code === 'ENOTEMPTY' || code === 'EEXIST') {
-        throw runtimeError(`artifact ${name} appeared in ${output} while this backup ran`, 'another backup used the same name; run again')
+    await critical(`publishing ${name}`, async () => {
+      try {
+        await publishDir(partial, finalPath, output)
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code
+        if (code === 'ENOTEMPTY' || code === 'EEXIST') {
+          throw runtimeError(`artifact ${name} appeared in ${output} while this backup ran`, 'another backup used the same name; run again')
+        }
+        throw err
       }
-      throw err
-    }
-    release()
+      // Published: the interrupt cleanup must not remove it now.
+      release()
+    })
     const bytes = files.reduce((sum, f) => sum + f.size, 0)
     return { dryRun: false, artifact: name, path: finalPath, postgres, files, bytes, durationMs: Date.now() - started }
   } catch (err) {

@@ -1,4 +1,4 @@
-import { listArtifacts } from '../artifact/list.ts'
+import { listArtifacts, type ArtifactEntry } from '../artifact/list.ts'
 import { checkArtifactDir, resolveArtifactPath } from '../artifact/locate.ts'
 import { verifyArtifact, type VerifiedArtifact } from '../artifact/verify.ts'
 import { checkRowCounts, runOperatorChecks, validateCheckSpec } from '../checks/index.ts'
@@ -44,9 +44,12 @@ export interface DrillOutcome {
 
 const NO_RPO: RpoMeasure = { newestAgeMs: null, newest: null, largestGapMs: null, gapBetween: null, worstCaseMs: null, backupsInWindow: 0 }
 
+/** What a drill rehearses and RPO counts: complete artifacts that hold a database dump (one without restores nothing). */
+const restorable = (a: ArtifactEntry) => a.kind === 'complete' && a.database !== null && a.createdAt !== null
+
 async function measureRpo(base: string | undefined, now: Date, windowMs: number): Promise<RpoMeasure> {
   if (!base) return NO_RPO
-  const complete = (await listArtifacts(base)).filter((a) => a.kind === 'complete' && a.createdAt)
+  const complete = (await listArtifacts(base)).filter(restorable)
   return rpoFromBackups(
     complete.map((a) => ({ name: a.name, createdAt: a.createdAt! })),
     now,
@@ -61,8 +64,8 @@ async function locate(opts: DrillOptions): Promise<string> {
     return path
   }
   if (!opts.backupBase) throw usageError('BACKUP_BASE is not set', 'set BACKUP_BASE to the backup directory, or name an artifact path')
-  const newest = (await listArtifacts(opts.backupBase)).find((a) => a.kind === 'complete')
-  if (!newest) throw inputError(`no complete backup in ${opts.backupBase}`, 'run backup.sh first, or check BACKUP_BASE')
+  const newest = (await listArtifacts(opts.backupBase)).find(restorable)
+  if (!newest) throw inputError(`no complete backup with a database dump in ${opts.backupBase}`, 'run backup.sh with the dump enabled first, or check BACKUP_BASE')
   return newest.path
 }
 
@@ -110,7 +113,9 @@ export async function runDrill(opts: DrillOptions, reporter: Reporter): Promise<
     const { manifest } = artifact
     const dump = dumpOf(artifact)
     if (opts.dryRun || manifest.postgres.status !== 'dumped' || !dump) {
-      if (!opts.dryRun) reporter.line('the artifact holds no database dump: nothing to restore, verification only')
+      if (!opts.dryRun) {
+        throw inputError(`${manifest.artifact} holds no database dump, so there is nothing to rehearse`, 'name an artifact taken with the dump enabled (ENABLE_POSTGRES_DUMP=true)')
+      }
       clock.skip('restore')
       clock.skip('checks')
       clock.skip('cleanup')

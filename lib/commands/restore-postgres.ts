@@ -1,7 +1,8 @@
 import { availableParallelism } from 'node:os'
 import type { PostgresDumped } from '../artifact/manifest.ts'
 import type { VerifiedFile } from '../artifact/verified-file.ts'
-import { verificationError } from '../cli/errors.ts'
+import { DrError, usageError, verificationError } from '../cli/errors.ts'
+import { critical, InterruptedBeforeCritical } from '../cli/signals.ts'
 import { DigestMismatch, readVerified } from '../pipeline/checksum.ts'
 import { allInOrder } from '../pipeline/in-order.ts'
 import { createRoles, existingRoles, parseRoles, planRoles } from '../postgres/roles.ts'
@@ -72,6 +73,9 @@ async function ensureRoles(conn: PgConnection, roles: VerifiedFile | undefined, 
   return names
 }
 
+/** Databases a swap cannot replace: every admin connection (ours included) lands in one of them. */
+const SYSTEM_DATABASES = new Set(['postgres', 'template0', 'template1'])
+
 export const defaultJobs = () => Math.max(1, Math.min(4, availableParallelism()))
 
 async function runChecks(target: PgConnection, pg: PostgresDumped, spec: CheckSpec | null, reporter: Reporter): Promise<CheckResult[]> {
@@ -100,6 +104,9 @@ export async function restorePostgres(
   const conn = connectionFromEnv(opts.env)
   // With no database configured, restore to the one that was backed up.
   const database = checkDatabaseName(conn.target.database ?? pg.database, 'the target database')
+  if (!opts.inPlace && SYSTEM_DATABASES.has(database)) {
+    throw usageError(`${database} cannot be replaced by a swap (the tool's own connections use it)`, 'set PGDATABASE to the application database, or use --in-place')
+  }
   const target = withDatabase(conn, database)
   if (opts.stagingDir && !opts.inPlace) await checkWritableDir(opts.stagingDir, 'RESTORE_STAGING_DIR')
   const [version, { tocBytes }] = await allInOrder([toolVersion(target, 'pg_restore'), checkArchive(target, source), checkReachable(target)])
@@ -156,21 +163,39 @@ export async function restorePostgres(
     restored.keep()
     return { postgres: { status: 'restored', database, mode, inspect: fresh, jobs, rolesCreated }, checks }
   }
+  // Until the swap has committed, the restored copy is ours to drop; a failed swap must not leave it behind.
+  const undoCopy = async (err: unknown): Promise<never> => {
+    await restored.drop().catch(() => {})
+    throw err instanceof DrError
+      ? new DrError(err.kind, `${err.message} (the restored copy was dropped; ${database} is unchanged)`, err.fix)
+      : err
+  }
   if (!exists) {
-    await renameDatabase(conn, fresh, database)
-    restored.keep()
+    await critical(`naming the restored database ${database}`, async () => {
+      await renameDatabase(conn, fresh, database)
+      restored.keep()
+    }).catch(undoCopy)
     return { postgres: { status: 'restored', database, mode, jobs, rolesCreated }, checks }
   }
   const kept = await unusedDerivedName(conn, database, 'pre_restore', opts.now)
-  await swapDatabases(conn, database, fresh, kept)
-  restored.keep()
+  await critical(`swapping the restored database in as ${database} (the previous one kept as ${kept})`, async () => {
+    await swapDatabases(conn, database, fresh, kept)
+    restored.keep()
+  }).catch(undoCopy)
   reporter.line(`postgres: ${database} now holds the restored data; the previous database is ${kept}`)
   if (opts.dropOld) {
-    await dropDatabase(conn, kept)
-    reporter.line(`postgres: dropped ${kept} (--drop-old)`)
-    return { postgres: { status: 'restored', database, mode, jobs, rolesCreated }, checks }
+    try {
+      await critical(`dropping ${kept} (--drop-old)`, () => dropDatabase(conn, kept))
+      reporter.line(`postgres: dropped ${kept} (--drop-old)`)
+      return { postgres: { status: 'restored', database, mode, jobs, rolesCreated }, checks }
+    } catch (err) {
+      if (err instanceof InterruptedBeforeCritical) throw err
+      // The restore itself succeeded; only the clean-up did not.
+      reporter.warn(`restored, but could not drop ${kept}: ${err instanceof Error ? err.message : String(err)}; drop it by hand: dropdb ${kept}`)
+    }
+  } else {
+    reporter.line(`postgres: when satisfied, drop the old one: dropdb ${kept}  (or run with --drop-old)`)
   }
-  reporter.line(`postgres: when satisfied, drop the old one: dropdb ${kept}  (or run with --drop-old)`)
   return { postgres: { status: 'restored', database, mode, kept, jobs, rolesCreated }, checks }
 }
 

@@ -61,7 +61,8 @@ export interface Freshness {
  */
 export function freshness(entries: readonly ArtifactEntry[], now: Date, maxAgeMs: number | undefined): Freshness {
   const points = entries
-    .filter((e) => e.kind === 'complete' && e.createdAt !== null)
+    // A complete artifact without a database dump restores nothing: it is not a backup for the objective.
+    .filter((e) => e.kind === 'complete' && e.database !== null && e.createdAt !== null)
     .map((e) => ({ name: e.name, createdAt: e.createdAt! }))
   const measure = rpoFromBackups(points, now, 0)
   const verdict = judge({ rpoMs: measure.newestAgeMs }, { rpoMs: maxAgeMs })
@@ -164,7 +165,7 @@ export function objectiveMissed(result: StatusResult): DrError {
   const limit = `${formatDuration(result.maxAgeMs ?? 0)} (${result.maxAgeSource ?? '--max-age'})`
   const fix = 'check that scheduled backups run and succeed (cron mail, journal), then run backup.sh'
   if (result.newest === null || result.newestAgeMs === null) {
-    return new DrError('objective', `no complete backup in ${quoteValue(result.base)}, required within ${limit}${counts(result)}`, fix, { ...result })
+    return new DrError('objective', `no complete backup in ${quoteValue(result.base)} (one without a database dump does not count), required within ${limit}${counts(result)}`, fix, { ...result })
   }
   return new DrError(
     'objective',

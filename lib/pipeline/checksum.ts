@@ -82,13 +82,21 @@ export class DigestMismatch extends Error {
 
 /**
  * The bytes of a verified file, read again for the step that applies
- * them, and checked again on the way: the last chunk is held back until
- * the whole stream has matched `expected`. A consumer that needs every
+ * them, and checked again on the way: the last HOLD_BACK bytes are held
+ * back until the whole stream has matched `expected`. A consumer that needs every
  * byte before it can finish (pg_restore committing its one transaction)
  * therefore never finishes on bytes that changed after verification.
  * `beforeFail` runs before the error surfaces, so the consumer can be
  * killed before it ever sees end-of-input.
  */
+/**
+ * How much of the end of a file is held back until it has matched. More
+ * than one zstd block (128 KiB) and its frame trailer: zstd can emit every
+ * byte of content without its final checksum, so holding back only a few
+ * bytes would not keep the end of the archive from pg_restore.
+ */
+const HOLD_BACK = 256 * 1024
+
 export async function* verifiedBytes(
   handle: FileHandle,
   expected: Digest,
@@ -97,13 +105,20 @@ export async function* verifiedBytes(
 ): AsyncGenerator<Buffer> {
   const hash = createHash('sha256')
   let bytes = 0
-  let held: Buffer | undefined
+  const held: Buffer[] = []
+  let heldBytes = 0
   try {
     for await (const chunk of readRange(handle, expected.size)) {
       hash.update(chunk)
       bytes += chunk.length
-      if (held) yield held
-      held = chunk
+      held.push(chunk)
+      heldBytes += chunk.length
+      // Release the oldest chunks only while what stays held still covers HOLD_BACK bytes.
+      while (held.length > 1 && heldBytes - held[0]!.length >= HOLD_BACK) {
+        const out = held.shift()!
+        heldBytes -= out.length
+        yield out
+      }
       onProgress?.(bytes)
     }
   } catch (err) {
@@ -115,5 +130,5 @@ export async function* verifiedBytes(
     beforeFail()
     throw new DigestMismatch(actual)
   }
-  if (held) yield held
+  for (const chunk of held) yield chunk
 }

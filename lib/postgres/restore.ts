@@ -2,7 +2,7 @@ import { createWriteStream, type WriteStream } from 'node:fs'
 import { Readable, Transform, Writable, type TransformCallback } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { VerifiedFile } from '../artifact/verified-file.ts'
-import { runtimeError, verificationError } from '../cli/errors.ts'
+import { DrError, runtimeError, verificationError } from '../cli/errors.ts'
 import { oneLine, redact } from '../cli/redact.ts'
 import { DigestMismatch, readRange, verifiedBytes } from '../pipeline/checksum.ts'
 import { spawnTool, type Tool } from '../pipeline/spawn.ts'
@@ -72,7 +72,9 @@ export async function checkArchive(conn: PgConnection, source: DumpSource): Prom
   const fed = feed(source, readRange(source.file.handle, source.file.digest.size), list.stdin!, conn.env, unzip, [counter])
   const exitCode = await list.exited
   unzip?.kill() // pg_restore has what it needs; the rest of the stream is not wanted
-  await fed
+  const feedError = await fed
+  // pg_restore saw a short or garbled archive because zstd could not run or decompress: say that instead.
+  if (exitCode !== 0 && feedError instanceof DrError) throw feedError
   if (exitCode !== 0) {
     throw verificationError(
       `the dump cannot be read by this pg_restore: ${oneLine(redact(list.stderr(), conn.secrets))}`,
@@ -91,7 +93,7 @@ const TOC_MARGIN = 1024 * 1024
  *
  * 1. the schema and the data (`--section=pre-data --section=data`),
  *    streamed from the verified file through zstd, hashed again on the
- *    way, holding back the last chunk until it matched;
+ *    way, holding back its last 256 KiB until it matched;
  * 2. indexes, constraints and the rest (`--section=post-data`) with
  *    `--jobs`, which needs a seekable archive but no data: it reads a
  *    copy of just the archive's head (its table of contents), written
@@ -278,7 +280,7 @@ class HeadCopy extends Transform {
  * as it was. Objects that are not in the dump are left alone.
  *
  * pg_restore reads the dump from a pipe that we feed from the verified
- * handle, hashing again as it goes and holding back the last chunk until
+ * handle, hashing again as it goes and holding back its last 256 KiB until
  * the whole dump has matched. pg_restore cannot commit without that last
  * chunk (the end of the last data block), so bytes changed after
  * verification end in a killed pg_restore and a rolled-back transaction.

@@ -15,10 +15,16 @@ export async function copyDatabaseProperties(conn: PgConnection, from: string, t
   await psql(
     withDatabase(conn, 'postgres'),
     `SELECT CASE WHEN r.setrole = 0
-                 THEN format('ALTER DATABASE %I SET %I = %L', :'to', split_part(s, '=', 1), substr(s, strpos(s, '=') + 1))
-                 ELSE format('ALTER ROLE %I IN DATABASE %I SET %I = %L', pg_get_userbyid(r.setrole), :'to', split_part(s, '=', 1), substr(s, strpos(s, '=') + 1))
+                 THEN format('ALTER DATABASE %I SET %I = %s', :'to', k.name, k.value)
+                 ELSE format('ALTER ROLE %I IN DATABASE %I SET %I = %s', pg_get_userbyid(r.setrole), :'to', k.name, k.value)
             END
        FROM pg_db_role_setting r CROSS JOIN LATERAL unnest(r.setconfig) AS s
+            CROSS JOIN LATERAL (SELECT split_part(s, '=', 1) AS name, substr(s, strpos(s, '=') + 1) AS raw) AS p
+            -- List settings are stored as a list of already-quoted elements ("$user", public): passed as they
+            -- are, as pg_dumpall does; quoted as one literal they would become a single bogus element.
+            CROSS JOIN LATERAL (SELECT p.name, CASE WHEN p.name IN ('search_path', 'temp_tablespaces', 'local_preload_libraries',
+                                                          'session_preload_libraries', 'shared_preload_libraries', 'unix_socket_directories')
+                                                    THEN p.raw ELSE quote_literal(p.raw) END AS value) AS k
       WHERE r.setdatabase = (SELECT oid FROM pg_database WHERE datname = :'from')
 \\gexec
 SELECT format('REVOKE ALL ON DATABASE %I FROM PUBLIC', :'to')
