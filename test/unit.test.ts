@@ -166,3 +166,22 @@ t.test('artifact argument: a name under BACKUP_BASE or a path', async (t) => {
   t.equal(kindOf(() => resolveArtifactPath('..', '/b')), 'usage')
   t.equal(kindOf(() => resolveArtifactPath('.conductor-backup-20240315T120000Z.partial', '/b')), 'input')
 })
+
+t.test('progress: bytes, rate and elapsed on a terminal; nothing in --json or without a terminal', async (t) => {
+  const { createReporter } = await import('../lib/cli/report.ts')
+  const sink = (isTTY: boolean) => {
+    const out = { isTTY, text: '', write(s: string) { out.text += s; return true } }
+    return out
+  }
+  for (const [json, tty, drawn] of [[false, true, true], [true, true, false], [false, false, false]] as const) {
+    const stdout = sink(tty)
+    const stderr = sink(tty)
+    const r = createReporter(json, { stdout: stdout as never, stderr: stderr as never, env: {} })
+    r.progress('dumping database', 0)
+    await new Promise((resolve) => setTimeout(resolve, 250))
+    r.progress('dumping database', 5 * 1024 * 1024)
+    r.endProgress()
+    if (drawn) t.match(stderr.text, /dumping database: 5\.0 MiB, [\d.]+ MiB\/s, \d+ s/, 'bytes, rate and elapsed drawn on a terminal')
+    else t.equal(stderr.text + stdout.text, '', `silent (json ${json}, tty ${tty})`)
+  }
+})
