@@ -1,4 +1,5 @@
 // Bad input: the right exit code, one clear line, no stack trace, nothing written.
+import { execFileSync } from 'node:child_process'
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
@@ -110,6 +111,20 @@ t.test('missing pg_dump is named, with the fix', async (t) => {
   const r = await run(BACKUP, ['--output', join(dir, 'out')], env)
   assertCleanFailure(t, r, EXIT.runtime, /pg_dump not found on PATH.*postgresql-client/)
   t.notOk(existsSync(join(dir, 'out')))
+})
+
+t.test('a missing zstd is named as such, not taken for a damaged backup', async (t) => {
+  const db = scratchDatabase(t)
+  const base = join(tempDir(t), 'backups')
+  t.equal((await run(BACKUP, ['--output', base], pgEnv(db, { INCLUDE_POSTGRES: 'true', ENABLE_POSTGRES_DUMP: 'true' }))).code, 0)
+  const [name] = completeArtifacts(base)
+  const bin = join(tempDir(t), 'bin')
+  mkdirSync(bin)
+  for (const tool of ['node', 'sh', 'bash', 'realpath', 'dirname', 'env', 'pg_restore', 'pg_isready', 'psql']) {
+    symlinkSync(execFileSync('sh', ['-c', `command -v ${tool}`], { encoding: 'utf8' }).trim(), join(bin, tool))
+  }
+  const r = await run(RESTORE, ['--dry-run', join(base, name!)], pgEnv(db, { PATH: bin, RESTORE_POSTGRES: 'true' }))
+  assertCleanFailure(t, r, EXIT.runtime, /zstd not found on PATH.*apt-get install zstd/)
 })
 
 t.test('restore.sh rejects bad input', async (t) => {

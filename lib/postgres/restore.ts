@@ -28,6 +28,9 @@ const changedAfterVerification = (name: string, undo: string) =>
     'something is writing into the backup directory; stop it, then verify and restore again',
   )
 
+/** zstd ended by our own SIGTERM/SIGKILL (its reader had what it needed, or we stopped it) is not a damaged dump. */
+const killedByUs = (exit: number) => exit === 128 + 15 || exit === 128 + 9
+
 /**
  * Feeds `bytes` (the file's, as read) into `sink`, through zstd when the
  * dump is compressed, and through `taps` (which see the archive's bytes)
@@ -52,9 +55,13 @@ async function feed(
     settle(pipeline([z.stdout!, ...taps, sink])),
     z.exited.catch((err: unknown) => err),
   ])
-  if (inErr) return inErr
+  // zstd that never ran (not installed) explains everything downstream of it.
   if (typeof exit !== 'number') return exit
-  if (exit !== 0) return runtimeError(`zstd could not decompress the dump: ${oneLine(z.stderr()) || `exit status ${exit}`}`, 'the artifact may be damaged; use another backup')
+  if (inErr) return inErr
+  // Bytes whose checksum matched but do not decompress: damaged before it was checksummed (or not ours).
+  if (exit !== 0 && !killedByUs(exit)) {
+    return verificationError(`the dump cannot be decompressed (zstd: ${oneLine(z.stderr()) || `exit status ${exit}`})`, 'the artifact is damaged; use another backup')
+  }
   return outErr
 }
 
