@@ -136,6 +136,11 @@ class Bench {
 
   /** GNU time: wall seconds and peak RSS of the whole command, children included. */
   async timed(step: string, cmd: string[], env: Record<string, string> = {}): Promise<Timed> {
+    // Every step starts from the same state: without this, one step pays for the WAL and dirty
+    // pages the previous one left (a checkpoint landing in the middle of it). Best effort: it
+    // needs the right to CHECKPOINT.
+    await sh({ env: baseEnv, nothrow: true })`psql -XAtqd postgres -c CHECKPOINT`
+    await sh({ nothrow: true })`sync`
     const timeFile = join(this.work, `time-${++this.seq}.txt`)
     const p = await sh({ env: { ...baseEnv, ...env } })`/usr/bin/time -f '%e %M' -o ${timeFile} ${cmd}`
     if (p.exitCode !== 0) {
