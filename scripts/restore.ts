@@ -63,6 +63,9 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, repo
     return
   }
   if (positional.length > 1) throw usageError(`expected one artifact, got ${positional.length}`, 'pass a single artifact name')
+  if (flags['in-place'] && (flags['drop-old'] || flags.jobs !== undefined)) {
+    throw usageError('--drop-old and --jobs apply to the default restore, not to --in-place', 'drop --in-place, or drop those options')
+  }
   const checks = checkSpecFromFlags(lists, flags)
   const result = await runRestore(
     {
