@@ -28,9 +28,7 @@ export function isPartialName(name: string): boolean {
 /** Files inside an artifact. */
 export const MANIFEST_FILE = 'manifest.json'
 export const MANIFEST_SUM_FILE = 'manifest.json.sha256'
-/** formatVersion 1 artifacts: pg_dump -Fc with its own zlib. */
-export const POSTGRES_DUMP_FILE = 'postgres.dump'
-/** formatVersion 2: pg_dump -Fc -Z0 compressed by zstd. */
+/** formatVersion 2: pg_dump -Fc -Z0 compressed by zstd. (Version 1 artifacts name theirs in the manifest: postgres.dump.) */
 export const POSTGRES_DUMP_ZST_FILE = 'postgres.dump.zst'
 /** The cluster's roles and memberships (JSON): what a bare server needs before the dump can be restored. */
 export const ROLES_FILE = 'roles.json'

@@ -3,30 +3,43 @@ import { open, type FileHandle } from 'node:fs/promises'
 import { DrError, inputError, verificationError } from '../cli/errors.ts'
 import { fromSystemError } from '../cli/system-errors.ts'
 
+/** How a caller words the ways a file can fail to open: the checks are the same, the blame is the caller's. */
+export interface OpenFailures {
+  notRegular(kind: string): DrError
+  /** Any error from open(2) or fstat(2). */
+  other(err: unknown): DrError
+}
+
 /**
- * Opens a file of an artifact for reading, refusing anything but a
- * regular file. O_NONBLOCK makes opening a FIFO return at once instead of
- * waiting for a writer, and the type is checked with fstat on the opened
- * descriptor, so a file swapped in after a check cannot slip through.
- * Every later step reads through this handle, never by path again.
+ * Opens a file for reading, refusing anything but a regular file.
+ * O_NONBLOCK makes opening a FIFO return at once instead of waiting for a
+ * writer, and the type is checked with fstat on the opened descriptor, so
+ * a file swapped in after a check cannot slip through. Every later step
+ * reads through this handle, never by path again.
  */
-export async function openRegular(path: string, what: string): Promise<FileHandle> {
+export async function openRegularWith(path: string, failures: OpenFailures): Promise<FileHandle> {
   let handle: FileHandle
   try {
     handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY)
   } catch (err) {
-    throw artifactFileError(err, what)
+    throw failures.other(err)
   }
   try {
     const st = await handle.stat()
-    if (!st.isFile()) {
-      throw verificationError(`${what} is not a regular file (${kindOf(st)})`, 'the artifact is damaged or tampered with; use another backup')
-    }
+    if (!st.isFile()) throw failures.notRegular(kindOf(st))
     return handle
   } catch (err) {
     await handle.close()
-    throw err instanceof DrError ? err : artifactFileError(err, what)
+    throw err instanceof DrError ? err : failures.other(err)
   }
+}
+
+/** A file inside an artifact: when it will not open, the artifact is at fault, not the operator's command. */
+export function openRegular(path: string, what: string): Promise<FileHandle> {
+  return openRegularWith(path, {
+    notRegular: (kind) => verificationError(`${what} is not a regular file (${kind})`, 'the artifact is damaged or tampered with; use another backup'),
+    other: (err) => artifactFileError(err, what),
+  })
 }
 
 function kindOf(st: { isDirectory(): boolean; isFIFO(): boolean; isSocket(): boolean; isCharacterDevice(): boolean; isBlockDevice(): boolean }): string {
@@ -37,7 +50,6 @@ function kindOf(st: { isDirectory(): boolean; isFIFO(): boolean; isSocket(): boo
   return 'not a file'
 }
 
-/** Errors opening a file that belongs inside an artifact: the artifact is at fault, not the operator's command. */
 function artifactFileError(err: unknown, what: string): DrError {
   const code = (err as NodeJS.ErrnoException)?.code
   if (code === 'ENOENT') return verificationError(`${what} is missing from the artifact`, 'the artifact is incomplete or damaged; use another backup')

@@ -1,5 +1,4 @@
-import { constants } from 'node:fs'
-import { open } from 'node:fs/promises'
+import { openRegularWith } from '../artifact/open.ts'
 import { inputError } from '../cli/errors.ts'
 import { quoteValue } from '../cli/escape.ts'
 import { fromSystemError } from '../cli/system-errors.ts'
@@ -14,17 +13,14 @@ const MAX_LINE = 64 * 1024
  * parseHistoryLine) instead of stopping calibration.
  */
 export async function readHistory(path: string): Promise<{ records: DrillRecord[]; skipped: number }> {
-  let handle
+  const handle = await openRegularWith(path, {
+    notRegular: (kind) => inputError(`drill history ${quoteValue(path)} is not a regular file (${kind})`, 'point --report at the report file'),
+    other: (err) =>
+      (err as NodeJS.ErrnoException)?.code === 'ENOENT'
+        ? inputError(`no drill history at ${quoteValue(path)}`, 'run drill.sh --report FILE first; the history is kept beside FILE')
+        : (fromSystemError(err) ?? inputError(`drill history ${quoteValue(path)} cannot be read`, 'check the --report path')),
+  })
   try {
-    handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY)
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-      throw inputError(`no drill history at ${quoteValue(path)}`, 'run drill.sh --report FILE first; the history is kept beside FILE')
-    }
-    throw fromSystemError(err) ?? err
-  }
-  try {
-    if (!(await handle.stat()).isFile()) throw inputError(`drill history ${quoteValue(path)} is not a regular file`, 'point --report at the report file')
     const records: DrillRecord[] = []
     let skipped = 0
     let pending = ''

@@ -1,4 +1,3 @@
-import { once } from 'node:events'
 import { runtimeError } from '../cli/errors.ts'
 import type { TableCount } from '../artifact/manifest.ts'
 import { spawnTool } from '../pipeline/spawn.ts'
@@ -46,7 +45,7 @@ export async function exportSnapshot(conn: PgConnection): Promise<HeldSnapshot> 
     id,
     release: async () => {
       session.stdin!.end('COMMIT;\n')
-      await Promise.race([session.exited, once(session.process, 'close')]).catch(() => {})
+      await session.exited.catch(() => {})
     },
   }
 }
