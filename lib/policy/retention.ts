@@ -70,6 +70,18 @@ export function givenRules(rules: RetentionRules): Array<[RuleName, number]> {
   return given
 }
 
+/**
+ * The given rules, or a usage error when there are none: a command that
+ * deletes backups must be told what to keep, never fall back to a default.
+ */
+export function requireRules(rules: RetentionRules): Array<[RuleName, number]> {
+  const given = givenRules(rules)
+  if (given.length === 0) {
+    throw usageError('no retention rule given, so nothing would be kept', 'say what to keep, e.g. --keep-daily 7 --keep-weekly 4 (or BACKUP_KEEP_DAILY=7)')
+  }
+  return given
+}
+
 /** For messages: 'last 3, daily 7', in rule order. */
 export function describeRules(rules: RetentionRules): string {
   return givenRules(rules)
@@ -100,10 +112,7 @@ function newestFirst(a: Candidate, b: Candidate): number {
  *   takes no rule's slot: it cannot push the real newest out of `last 1`.
  */
 export function applyRetention<T extends Candidate>(candidates: readonly T[], rules: RetentionRules, now: Date): RetentionDecision<T>[] {
-  const given = givenRules(rules)
-  if (given.length === 0) {
-    throw usageError('no retention rule given, so nothing would be kept', 'say what to keep, e.g. --keep-daily 7 --keep-weekly 4 (or BACKUP_KEEP_DAILY=7)')
-  }
+  const given = requireRules(rules)
   for (const c of candidates) {
     if (!(c.createdAt instanceof Date) || Number.isNaN(c.createdAt.getTime())) throw new TypeError(`artifact ${c.name} has no valid createdAt`)
   }
