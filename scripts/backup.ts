@@ -8,20 +8,30 @@ import { envFlag, flagOrEnv } from '../lib/cli/switches.ts'
 import { usageError } from '../lib/cli/errors.ts'
 import { formatBytes } from '../lib/cli/report.ts'
 import { parseDuration } from '../lib/policy/duration.ts'
+import { encryptionPolicyFromEnv, recipientsFromEnv } from '../lib/crypto/age.ts'
+import { parseRoots } from '../lib/files/roots.ts'
 
-const USAGE = `Usage: backup.sh --output DIR [--include-postgres] [--dry-run] [--json]
+const USAGE = `Usage: backup.sh --output DIR [--include-postgres] [--path PATH]... [--dry-run] [--json]
 
 Writes DIR/conductor-backup-YYYYMMDDTHHMMSSZ/ (UTC) holding manifest.json,
 manifest.json.sha256 and, when enabled, postgres.dump.zst (pg_dump -Fc -Z0
-compressed by zstd -T0 -3) with the row count of every table.
+compressed by zstd -T0 -3) with the row count of every table, and the
+application's files as files.tar.zst (GNU tar, pax) with an index of every
+file's SHA-256 (files.index.jsonl).
 
   --output DIR          where artifacts go; created with mode 0700 if missing
   --include-postgres    include the database (same as INCLUDE_POSTGRES=true)
+  --path PATH           a directory or file of the application to include; repeatable,
+                        and BACKUP_PATHS=/a:/b (colon-separated) adds more
   --lock-wait-timeout DUR  give up when a table stays locked this long (default 5m,
                         or PG_LOCK_WAIT_TIMEOUT); a cron backup fails instead of stalling
   --dry-run             validate and print the plan; write nothing, need no secrets
   --json                print one JSON result on stdout (for cron)
   -h, --help            this text
+
+Encryption: BACKUP_AGE_RECIPIENTS (age1… public keys) and/or BACKUP_AGE_RECIPIENTS_FILE
+encrypt every data file with age (.age); BACKUP_ENCRYPTION=required refuses to run
+without a recipient. The backup host needs no private key.
 
 The database is dumped only when it is included AND ENABLE_POSTGRES_DUMP=true.
 The cluster's roles and memberships go along (roles.json) without password
@@ -33,9 +43,10 @@ Exit codes: 0 ok, 1 runtime failure, 2 usage, 3 missing/unusable input,
 4 verification failed, 130 interrupted. See docs/operators-guide.md.`
 
 await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, reporter }) => {
-  const { flags, positional } = parseArgs(argv, {
+  const { flags, lists, positional } = parseArgs(argv, {
     boolean: ['dry-run', 'include-postgres', 'json', 'help'],
     string: ['output', 'lock-wait-timeout'],
+    repeatable: ['path'],
     alias: { h: 'help' },
   })
   if (flags.help) {
@@ -57,6 +68,9 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, repo
         String(flags['lock-wait-timeout'] ?? (env.PG_LOCK_WAIT_TIMEOUT || '5m')),
         flags['lock-wait-timeout'] ? '--lock-wait-timeout' : 'PG_LOCK_WAIT_TIMEOUT',
       ),
+      paths: parseRoots(lists.path ?? [], env.BACKUP_PATHS, process.cwd()),
+      recipients: await recipientsFromEnv(env),
+      encryption: encryptionPolicyFromEnv(env),
       now: new Date(),
       env,
     },
@@ -67,7 +81,14 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, repo
     result.dryRun
       ? `dry run ok: would write ${result.path}`
       : `backup complete: ${result.path} (${
-          result.postgres.status === 'dumped' ? `database ${result.postgres.database}, ${formatBytes(result.bytes)}` : 'manifest only, database skipped'
+          [
+            result.postgres.status === 'dumped' ? `database ${result.postgres.database}` : 'database skipped',
+            result.filesystem?.status === 'archived' ? `${result.filesystem.entries} file entries` : null,
+            result.encryption ? 'encrypted' : null,
+            formatBytes(result.bytes),
+          ]
+            .filter(Boolean)
+            .join(', ')
         }, ${(result.durationMs / 1000).toFixed(1)} s)`,
   )
 })

@@ -1,5 +1,7 @@
 import { MANIFEST_FILE } from './naming.ts'
 import { verificationError } from '../cli/errors.ts'
+import { field, isIsoDate, isObject, isSha, isSize, isString, isText, malformed } from './manifest-fields.ts'
+import { parseEncryption, parseFilesystem, type EncryptionSection, type FilesystemSection } from './manifest-tree.ts'
 
 /**
  * The manifest is the artifact's table of contents and its proof of
@@ -8,18 +10,21 @@ import { verificationError } from '../cli/errors.ts'
  */
 export const MANIFEST_FORMAT = 'conductor-backup-manifest'
 /**
+ * 3: optional application files (filesystem) and age encryption (encryption, files[].encryption).
  * 2: the dump is `pg_dump -Fc -Z0` compressed by zstd (postgres.compression).
  * 1: the dump is `pg_dump -Fc` with its own zlib; still read and restored.
  */
-export const MANIFEST_VERSION = 2
-export const READABLE_VERSIONS: readonly number[] = [1, 2]
+export const MANIFEST_VERSION = 3
+export const READABLE_VERSIONS: readonly number[] = [1, 2, 3]
 
 export interface ManifestFile {
   /** Relative to the artifact directory, '/'-separated, never '..'. */
   path: string
   size: number
-  /** Lower-case hex SHA-256 of the file's bytes. */
+  /** Lower-case hex SHA-256 of the file's bytes (the ciphertext when encrypted). */
   sha256: string
+  /** 'age': the bytes are age ciphertext; decrypt with an identity matching manifest.encryption. */
+  encryption?: 'age'
 }
 
 export interface PostgresSkipped {
@@ -70,7 +75,7 @@ export interface ToolInfo {
 
 export interface Manifest {
   format: typeof MANIFEST_FORMAT
-  formatVersion: 1 | 2
+  formatVersion: 1 | 2 | 3
   tool: ToolInfo
   /** Final artifact name, e.g. conductor-backup-20240315T120000Z. */
   artifact: string
@@ -80,6 +85,10 @@ export interface Manifest {
   completedAt: string
   hostname: string
   postgres: PostgresSection
+  /** The application's own files (backup.sh --path); absent when none were asked for. */
+  filesystem?: FilesystemSection
+  /** Present when files[] holds encrypted entries: how, and to how many recipients (never the keys). */
+  encryption?: EncryptionSection
   files: ManifestFile[]
 }
 
@@ -98,27 +107,6 @@ export function parseManifestSum(text: string): string {
   return match[1]
 }
 
-type Json = Record<string, unknown>
-
-const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v)
-
-function field<T>(obj: Json, key: string, check: (v: unknown) => v is T, what: string, where: string): T {
-  const value = obj[key]
-  if (!check(value)) throw malformed(`${where}${key} must be ${what}`)
-  return value
-}
-
-const isString = (v: unknown): v is string => typeof v === 'string' && v.length > 0
-const isText = (v: unknown): v is string => typeof v === 'string'
-const isSize = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0
-const isSha = (v: unknown): v is string => typeof v === 'string' && /^[0-9a-f]{64}$/.test(v)
-const isIsoDate = (v: unknown): v is string =>
-  typeof v === 'string' && /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/.test(v) && !Number.isNaN(Date.parse(v))
-
-function malformed(detail: string) {
-  return verificationError(`manifest is malformed: ${detail}`, 'the artifact is damaged or not a Conductor backup; use another backup')
-}
-
 export function isSafeRelativePath(path: string): boolean {
   if (path === '' || path.startsWith('/') || path.includes('\\') || path.includes('\0')) return false
   return path.split('/').every((part) => part !== '' && part !== '.' && part !== '..')
@@ -129,10 +117,12 @@ function parseFile(value: unknown, index: number): ManifestFile {
   if (!isObject(value)) throw malformed(`files[${index}] must be an object`)
   const path = field(value, 'path', isString, 'a relative path', where)
   if (!isSafeRelativePath(path)) throw malformed(`${where}path '${path}' escapes the artifact`)
+  if (value.encryption !== undefined && value.encryption !== 'age') throw malformed(`${where}encryption must be 'age'`)
   return {
     path,
     size: field(value, 'size', isSize, 'a byte count', where),
     sha256: field(value, 'sha256', isSha, 'a hex SHA-256', where),
+    ...(value.encryption === 'age' ? { encryption: 'age' as const } : {}),
   }
 }
 
@@ -219,9 +209,12 @@ export function parseManifest(text: string): Manifest {
     if (seen.has(f.path)) throw malformed(`files lists '${f.path}' twice`)
     seen.add(f.path)
   }
+  const filesystem = raw.filesystem === undefined ? undefined : parseFilesystem(raw.filesystem, files)
+  const encryption = raw.encryption === undefined ? undefined : parseEncryption(raw.encryption)
+  if (files.some((f) => f.encryption) && !encryption) throw malformed('files are encrypted but encryption is missing')
   return {
     format: MANIFEST_FORMAT,
-    formatVersion: raw.formatVersion as 1 | 2,
+    formatVersion: raw.formatVersion as 1 | 2 | 3,
     tool: {
       name: field(tool, 'name', isString, 'a string', 'tool.'),
       version: field(tool, 'version', isString, 'a string', 'tool.'),
@@ -231,6 +224,8 @@ export function parseManifest(text: string): Manifest {
     completedAt: field(raw, 'completedAt', isIsoDate, 'an ISO-8601 UTC time', ''),
     hostname: field(raw, 'hostname', isString, 'a host name', ''),
     postgres: parsePostgres(raw.postgres, files),
+    ...(filesystem ? { filesystem } : {}),
+    ...(encryption ? { encryption } : {}),
     files,
   }
 }

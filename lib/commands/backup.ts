@@ -1,8 +1,8 @@
-import { mkdir, readdir, rm, stat } from 'node:fs/promises'
+import { readdir, stat } from 'node:fs/promises'
 import { hostname } from 'node:os'
 import { join } from 'node:path'
 import { createDestination, planDestination } from '../artifact/destination.ts'
-import { exists, publishDir, writeFileSynced } from '../artifact/durable.ts'
+import type { FilesystemSection } from '../artifact/manifest-tree.ts'
 import {
   MANIFEST_FORMAT,
   MANIFEST_VERSION,
@@ -10,24 +10,24 @@ import {
   serializeManifest,
   type Manifest,
   type ManifestFile,
-  type PostgresDumped,
   type PostgresSection,
   type PostgresSkipped,
-  type TableCount,
 } from '../artifact/manifest.ts'
-import { artifactName, isPartialName, MANIFEST_FILE, MANIFEST_SUM_FILE, partialName, POSTGRES_DUMP_ZST_FILE, ROLES_FILE } from '../artifact/naming.ts'
-import { runtimeError } from '../cli/errors.ts'
-import { formatBytes, type Reporter } from '../cli/report.ts'
+import { artifactName, isPartialName } from '../artifact/naming.ts'
+import { runtimeError, usageError } from '../cli/errors.ts'
+import type { Reporter } from '../cli/report.ts'
 import { critical, onInterrupt } from '../cli/signals.ts'
-import { digestBuffer, type Digest } from '../pipeline/checksum.ts'
-import { allInOrder } from '../pipeline/in-order.ts'
-import { checkReachable, toolVersion } from '../postgres/client.ts'
-import { connectionFromEnv, describeTarget, type PgConnection } from '../postgres/connection.ts'
-import { dumpDatabase } from '../postgres/dump.ts'
-import { serverInfo } from '../postgres/server.ts'
-import { dumpRoles } from '../postgres/roles.ts'
-import { countRows, exportSnapshot } from '../postgres/snapshot.ts'
+import type { EncryptionPolicy, Recipients } from '../crypto/age.ts'
+import { archiveTrees } from '../files/archive.ts'
+import { checkRoots } from '../files/roots.ts'
+import { digestBuffer } from '../pipeline/checksum.ts'
+import { connectionFromEnv, type PgConnection } from '../postgres/connection.ts'
+import { LocalStore } from '../storage/local.ts'
+import type { ArtifactWriter, Store } from '../storage/store.ts'
 import { TOOL } from '../version.ts'
+import { checkPostgresTools, dumpPostgres, planPostgres } from './backup-postgres.ts'
+
+export { planPostgres, type PostgresPlan } from './backup-postgres.ts'
 
 export interface BackupOptions {
   output: string
@@ -40,19 +40,14 @@ export interface BackupOptions {
   lockWaitTimeoutMs: number
   /** BACKUP_ROLE_PASSWORDS=true: keep the roles' password hashes in the artifact. */
   rolePasswords: boolean
+  /** Absolute paths of the application's files (--path, BACKUP_PATHS); empty: none. */
+  paths: string[]
+  /** age public keys every data file is encrypted to; null: stored in the clear. */
+  recipients: Recipients | null
+  /** BACKUP_ENCRYPTION=required: fail rather than write plaintext. */
+  encryption: EncryptionPolicy
   now: Date
   env: NodeJS.ProcessEnv
-}
-
-export type PostgresPlan = { run: true } | { run: false; reason: string }
-
-/** The guide's double opt-in, as a pure decision with an explanation. */
-export function planPostgres(include: boolean, enable: boolean): PostgresPlan {
-  if (!include) return { run: false, reason: 'not requested (pass --include-postgres or set INCLUDE_POSTGRES=true)' }
-  if (!enable) {
-    return { run: false, reason: 'requested, but the dump hook is off (set ENABLE_POSTGRES_DUMP=true to enable it)' }
-  }
-  return { run: true }
 }
 
 export interface BackupResult {
@@ -60,6 +55,8 @@ export interface BackupResult {
   artifact: string
   path: string
   postgres: PostgresSection | { status: 'planned' }
+  filesystem: FilesystemSection | { status: 'planned'; roots: string[] } | null
+  encryption: { scheme: 'age'; recipients: number } | null
   files: ManifestFile[]
   bytes: number
   durationMs: number
@@ -69,68 +66,8 @@ async function warnAboutLeftovers(output: string, reporter: Reporter): Promise<v
   const stale = (await readdir(output)).filter(isPartialName)
   if (stale.length > 0) {
     reporter.warn(
-      `${stale.length} incomplete backup(s) from interrupted runs in ${output} (${stale.join(', ')}); they are not restorable, remove them with rm -rf`,
+      `${stale.length} incomplete backup(s) from interrupted runs in ${output} (${stale.join(', ')}); they are not restorable, remove them with rm -rf or prune.sh`,
     )
-  }
-}
-
-async function checkPostgresTools(conn: PgConnection, reporter: Reporter): Promise<string> {
-  // Independent checks, run together: each is a child process and a round trip.
-  const [version] = await allInOrder([toolVersion(conn, 'pg_dump'), checkReachable(conn)])
-  reporter.line(`postgres: dump ${describeTarget(conn.target)} with ${version}`)
-  return version
-}
-
-async function dumpPostgres(
-  conn: PgConnection,
-  pgDumpVersion: string,
-  dir: string,
-  lockWaitTimeoutMs: number,
-  withRolePasswords: boolean,
-  reporter: Reporter,
-): Promise<{ files: ManifestFile[]; section: PostgresDumped }> {
-  const info = await serverInfo(conn)
-  reporter.line(`postgres: dumping database ${info.database} (server ${info.serverVersion})`)
-  const snapshot = await exportSnapshot(conn)
-  let digest: Digest
-  let tables: TableCount[]
-  try {
-    ;[digest, tables] = await Promise.all([
-      dumpDatabase(conn, join(dir, POSTGRES_DUMP_ZST_FILE), {
-        snapshot: snapshot.id,
-        lockWaitTimeoutMs,
-        onProgress: (bytes) => reporter.progress('dumping database (compressed)', bytes),
-      }),
-      countRows(conn, snapshot.id, lockWaitTimeoutMs),
-    ])
-  } finally {
-    await snapshot.release()
-  }
-  reporter.endProgress()
-  reporter.line(`postgres: ${formatBytes(digest.size)} sha256 ${digest.sha256}`)
-  const roles = await dumpRoles(conn, join(dir, ROLES_FILE), withRolePasswords)
-  reporter.line(`postgres: roles ${withRolePasswords ? 'with' : 'without'} password hashes (${formatBytes(roles.size)})`)
-  return {
-    files: [
-      { path: POSTGRES_DUMP_ZST_FILE, ...digest },
-      { path: ROLES_FILE, ...roles },
-    ],
-    section: {
-      status: 'dumped',
-      file: POSTGRES_DUMP_ZST_FILE,
-      format: 'custom',
-      compression: 'zstd',
-      database: info.database,
-      encoding: info.encoding,
-      collate: info.collate,
-      ctype: info.ctype,
-      ...(info.owner ? { owner: info.owner } : {}),
-      ...(info.localeProvider === 'icu' ? { localeProvider: 'icu' as const, iculocale: info.iculocale ?? '' } : {}),
-      serverVersion: info.serverVersion,
-      pgDumpVersion,
-      tables,
-      roles: { file: ROLES_FILE, passwords: withRolePasswords },
-    },
   }
 }
 
@@ -140,25 +77,18 @@ const NAME_ATTEMPTS = 3
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 /**
- * Claims an artifact name by creating its hidden work directory. Two
- * backups started in the same second (the guide runs its steps back to
- * back) get consecutive seconds; a finished artifact is never touched.
+ * Claims an artifact name in the store. Two backups started in the same
+ * second (the guide runs its steps back to back) get consecutive seconds;
+ * a finished artifact is never touched.
  */
-async function claimName(output: string, start: Date): Promise<{ name: string; at: Date; partial: string }> {
+async function claimName(store: Store, start: Date): Promise<{ name: string; at: Date; writer: ArtifactWriter }> {
   let at = start
   for (let attempt = 1; ; attempt++) {
     const name = artifactName(at)
-    const partial = join(output, partialName(name))
-    if (!(await exists(join(output, name)))) {
-      try {
-        await mkdir(partial, { mode: 0o700 })
-        return { name, at, partial }
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
-      }
-    }
+    const writer = await store.create(name)
+    if (writer) return { name, at, writer }
     if (attempt >= NAME_ATTEMPTS) {
-      throw runtimeError(`artifacts for ${attempt} consecutive seconds up to ${name} already exist in ${output}`, 'another backup is running or the clock jumped; run again later')
+      throw runtimeError(`artifacts for ${attempt} consecutive seconds up to ${name} already exist in ${store.url}`, 'another backup is running or the clock jumped; run again later')
     }
     await sleep(1000 - (Date.now() % 1000) + 5)
     at = new Date()
@@ -168,12 +98,20 @@ async function claimName(output: string, start: Date): Promise<{ name: string; a
 export async function runBackup(opts: BackupOptions, reporter: Reporter): Promise<BackupResult> {
   const started = Date.now()
   const pgPlan = planPostgres(opts.includePostgres, opts.enablePostgresDump)
+  if (opts.encryption === 'required' && !opts.recipients) {
+    throw usageError('BACKUP_ENCRYPTION=required but no recipient is set', 'set BACKUP_AGE_RECIPIENTS or BACKUP_AGE_RECIPIENTS_FILE to the age public key(s) backups are encrypted to')
+  }
   const destination = await planDestination(opts.output)
   const output = destination.path
   const planned = artifactName(opts.now)
 
   reporter.heading(`${opts.dryRun ? 'Backup plan (dry run)' : 'Backup'}: ${join(output, planned)}`)
   reporter.line(`output: ${output}${destination.create.length === 0 ? '' : ` (will create ${destination.create.join(', ')}, mode 0700)`}`)
+  reporter.line(
+    opts.recipients
+      ? `encryption: age, to ${opts.recipients.keys.length} recipient(s) from ${opts.recipients.source}`
+      : 'encryption: none (set BACKUP_AGE_RECIPIENTS to encrypt)',
+  )
   let pg: { run: true; conn: PgConnection; pgDumpVersion: string } | { run: false; skipped: PostgresSkipped }
   if (pgPlan.run) {
     const conn = connectionFromEnv(opts.env)
@@ -184,6 +122,12 @@ export async function runBackup(opts: BackupOptions, reporter: Reporter): Promis
     // Asked for the database but will not get it: say so where cron mail will show it.
     if (opts.includePostgres) reporter.warn(`the database will not be backed up: ${pgPlan.reason}`)
   }
+  if (opts.paths.length > 0) {
+    await checkRoots(opts.paths)
+    reporter.line(`files: ${opts.paths.join(', ')}`)
+  }
+  const encryption = { recipients: opts.recipients }
+  const encryptionSection = opts.recipients ? { scheme: 'age' as const, recipients: opts.recipients.keys.length } : null
 
   if (opts.dryRun) {
     reporter.line('dry run: nothing was written')
@@ -192,6 +136,8 @@ export async function runBackup(opts: BackupOptions, reporter: Reporter): Promis
       artifact: planned,
       path: join(output, planned),
       postgres: pg.run ? { status: 'planned' } : pg.skipped,
+      filesystem: opts.paths.length > 0 ? { status: 'planned', roots: opts.paths } : null,
+      encryption: encryptionSection,
       files: [],
       bytes: 0,
       durationMs: Date.now() - started,
@@ -204,14 +150,23 @@ export async function runBackup(opts: BackupOptions, reporter: Reporter): Promis
     reporter.warn(`${output} is accessible to other users (mode ${mode.toString(8)}); run chmod 700 ${output}`)
   }
   await warnAboutLeftovers(output, reporter)
-  const { name, at, partial } = await claimName(output, opts.now)
-  const finalPath = join(output, name)
-  const discard = () => rm(partial, { recursive: true, force: true })
-  const release = onInterrupt(discard)
+  const store = new LocalStore(output)
+  const { name, at, writer } = await claimName(store, opts.now)
+  const release = onInterrupt(() => writer.discard())
   try {
-    const { files, section: postgres }: { files: ManifestFile[]; section: PostgresSection } = pg.run
-      ? await dumpPostgres(pg.conn, pg.pgDumpVersion, partial, opts.lockWaitTimeoutMs, opts.rolePasswords, reporter)
-      : { files: [], section: pg.skipped }
+    const files: ManifestFile[] = []
+    let postgres: PostgresSection
+    if (pg.run) {
+      const dumped = await dumpPostgres(pg.conn, pg.pgDumpVersion, writer, encryption, opts.lockWaitTimeoutMs, opts.rolePasswords, reporter)
+      files.push(...dumped.files)
+      postgres = dumped.section
+    } else postgres = pg.skipped
+    let filesystem: FilesystemSection | undefined
+    if (opts.paths.length > 0) {
+      const archived = await archiveTrees(opts.paths, writer, encryption, opts.env, reporter)
+      files.push(...archived.files)
+      filesystem = archived.section
+    }
 
     const manifest: Manifest = {
       format: MANIFEST_FORMAT,
@@ -222,29 +177,31 @@ export async function runBackup(opts: BackupOptions, reporter: Reporter): Promis
       completedAt: new Date().toISOString(),
       hostname: hostname(),
       postgres,
+      ...(filesystem ? { filesystem } : {}),
+      ...(encryptionSection ? { encryption: encryptionSection } : {}),
       files,
     }
     const text = serializeManifest(manifest)
-    await writeFileSynced(join(partial, MANIFEST_FILE), text)
-    await writeFileSynced(join(partial, MANIFEST_SUM_FILE), manifestSumLine(digestBuffer(text).sha256))
     await critical(`publishing ${name}`, async () => {
-      try {
-        await publishDir(partial, finalPath, output)
-      } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code
-        if (code === 'ENOTEMPTY' || code === 'EEXIST') {
-          throw runtimeError(`artifact ${name} appeared in ${output} while this backup ran`, 'another backup used the same name; run again')
-        }
-        throw err
-      }
+      await writer.publish(text, manifestSumLine(digestBuffer(text).sha256))
       // Published: the interrupt cleanup must not remove it now.
       release()
     })
     const bytes = files.reduce((sum, f) => sum + f.size, 0)
-    return { dryRun: false, artifact: name, path: finalPath, postgres, files, bytes, durationMs: Date.now() - started }
+    return {
+      dryRun: false,
+      artifact: name,
+      path: writer.location,
+      postgres,
+      filesystem: filesystem ?? null,
+      encryption: encryptionSection,
+      files,
+      bytes,
+      durationMs: Date.now() - started,
+    }
   } catch (err) {
     release()
-    await discard()
+    await writer.discard()
     throw err
   }
 }

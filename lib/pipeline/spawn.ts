@@ -22,6 +22,8 @@ export interface ToolOptions {
   stdout: 'pipe' | 'ignore'
   /** The error to report when `cmd` is not installed. */
   missing: DrError
+  /** Every piece of stderr as it arrives, for tools whose warnings are part of the result (tar). */
+  onStderr?: (text: string) => void
 }
 
 /**
@@ -37,6 +39,7 @@ export function spawnTool(cmd: string, args: readonly string[], opts: ToolOption
   child.stderr!.setEncoding('utf8')
   child.stderr!.on('data', (chunk: string) => {
     tail = (tail + chunk).slice(-16 * 1024)
+    opts.onStderr?.(chunk)
   })
   const release = onInterrupt(() => {
     child.kill('SIGTERM')

@@ -11,7 +11,7 @@ export const ZSTD_LEVEL = 3
 
 const missing = runtimeError('zstd not found on PATH', 'install it (apt-get install zstd)')
 
-export function compressor(input: Readable, env: NodeJS.ProcessEnv): Tool {
+export function compressor(input: Readable | 'pipe', env: NodeJS.ProcessEnv): Tool {
   return spawnTool('zstd', ['-T0', `-${ZSTD_LEVEL}`, '-q', '-c'], { env, stdin: input, stdout: 'pipe', missing })
 }
 

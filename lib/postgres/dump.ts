@@ -1,10 +1,8 @@
-import { createWriteStream } from 'node:fs'
-import { pipeline } from 'node:stream/promises'
-import { fsyncFile } from '../artifact/durable.ts'
+import type { Readable } from 'node:stream'
+import type { ManifestFile } from '../artifact/manifest.ts'
 import { runtimeError } from '../cli/errors.ts'
-import { DigestStream, type Digest } from '../pipeline/checksum.ts'
+import type { EncodedFile } from '../pipeline/encode.ts'
 import { spawnTool } from '../pipeline/spawn.ts'
-import { compressor } from '../pipeline/zstd.ts'
 import { formatDuration } from '../policy/duration.ts'
 import { CONNECT_FIX, failed, notFound } from './client.ts'
 import type { PgConnection } from './connection.ts'
@@ -14,46 +12,44 @@ export interface DumpOptions {
   snapshot: string
   /** pg_dump --lock-wait-timeout: a cron backup must fail, not stall, behind an exclusive lock. */
   lockWaitTimeoutMs: number
-  onProgress?: (bytes: number) => void
 }
 
 /**
- * Streams `pg_dump -Fc -Z0 | zstd -T0` straight to `dest`, hashing the
- * compressed bytes on the way: the dump is never held in memory and never
- * read twice. pg_dump's output reaches zstd through an OS pipe, not
- * through this process. The file is fsynced before the digest is returned.
+ * Runs `pg_dump -Fc -Z0` and hands its stdout to `store` (zstd, age and
+ * the store, joined by OS pipes; see lib/pipeline/encode.ts): the dump is
+ * never held in memory and never read twice.
  */
-export async function dumpDatabase(conn: PgConnection, dest: string, opts: DumpOptions): Promise<Digest> {
+export async function dumpDatabase(conn: PgConnection, store: (stdout: Readable) => EncodedFile, opts: DumpOptions): Promise<ManifestFile> {
   const dump = spawnTool(
     'pg_dump',
     ['--format=custom', '--compress=0', '--no-password', `--snapshot=${opts.snapshot}`, `--lock-wait-timeout=${opts.lockWaitTimeoutMs}`],
     { env: conn.env, stdin: 'ignore', stdout: 'pipe', missing: notFound('pg_dump') },
   )
-  const zstd = compressor(dump.stdout!, conn.env)
-  const digester = new DigestStream(opts.onProgress)
-  const written = pipeline(zstd.stdout!, digester, createWriteStream(dest, { flags: 'wx', mode: 0o600 }))
+  const encoded = store(dump.stdout!)
   let dumpExit: number
-  let zstdExit: number
+  let file: ManifestFile
   try {
-    ;[dumpExit, zstdExit] = await Promise.all([dump.exited, zstd.exited, written])
+    ;[dumpExit, file] = await Promise.all([dump.exited, encoded.done])
   } catch (err) {
     // A full disk must not leave pg_dump running against the server.
     dump.kill()
-    zstd.kill()
+    encoded.kill()
+    // pg_dump's own failure explains a broken pipe downstream better than the pipe does.
+    const exit = await dump.exited.catch(() => 0)
+    if (exit !== 0 && exit !== 128 + 15) throw dumpFailure(conn, exit, dump.stderr(), opts)
     throw err
   }
-  if (dumpExit !== 0) {
-    const stderr = dump.stderr()
-    if (/lock timeout/i.test(stderr)) {
-      const table = /LOCK TABLE (\S+)/.exec(stderr)?.[1]
-      throw runtimeError(
-        `pg_dump could not lock ${table ?? 'a table'} within ${formatDuration(opts.lockWaitTimeoutMs)}: another session holds an exclusive lock`,
-        'run again later, or raise --lock-wait-timeout (PG_LOCK_WAIT_TIMEOUT)',
-      )
-    }
-    throw failed(conn, 'pg_dump', { exitCode: dumpExit, stderr }, CONNECT_FIX)
+  if (dumpExit !== 0) throw dumpFailure(conn, dumpExit, dump.stderr(), opts)
+  return file
+}
+
+function dumpFailure(conn: PgConnection, exitCode: number, stderr: string, opts: DumpOptions) {
+  if (/lock timeout/i.test(stderr)) {
+    const table = /LOCK TABLE (\S+)/.exec(stderr)?.[1]
+    return runtimeError(
+      `pg_dump could not lock ${table ?? 'a table'} within ${formatDuration(opts.lockWaitTimeoutMs)}: another session holds an exclusive lock`,
+      'run again later, or raise --lock-wait-timeout (PG_LOCK_WAIT_TIMEOUT)',
+    )
   }
-  if (zstdExit !== 0) throw runtimeError(`zstd failed while compressing the dump: ${zstd.stderr().trim() || `exit status ${zstdExit}`}`, 'check the zstd installation and free space')
-  await fsyncFile(dest)
-  return digester.digest()
+  return failed(conn, 'pg_dump', { exitCode, stderr }, CONNECT_FIX)
 }

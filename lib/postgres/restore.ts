@@ -7,6 +7,7 @@ import { oneLine, redact } from '../cli/redact.ts'
 import { DigestMismatch, readRange, verifiedBytes } from '../pipeline/checksum.ts'
 import { spawnTool, type Tool } from '../pipeline/spawn.ts'
 import { decompressor } from '../pipeline/zstd.ts'
+import { writeAll } from '../pipeline/write-all.ts'
 import { failed, notFound } from './client.ts'
 import { conninfoQuote, type PgConnection } from './connection.ts'
 
@@ -201,27 +202,6 @@ async function loadZstd(conn: PgConnection, source: DumpSource, args: string[], 
     return { exitCode: 1, stderr: `zstd: ${oneLine(unzip.stderr()) || `exit status ${unzipExit}`}`, feedError }
   }
   return { exitCode, stderr: load.stderr(), feedError }
-}
-
-/** Writes with backpressure, and fails instead of waiting forever when the reader is gone. */
-function writeAll(stream: Writable, chunk: Buffer): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (stream.destroyed || stream.writableEnded) return reject(new Error('the reading process has gone'))
-    const onError = (err: Error) => finish(err)
-    const onClose = () => finish(new Error('the reading process has gone'))
-    const finish = (err?: Error) => {
-      stream.off('error', onError)
-      stream.off('close', onClose)
-      stream.off('drain', onDrain)
-      if (err) reject(err)
-      else resolve()
-    }
-    const onDrain = () => finish()
-    stream.on('error', onError)
-    stream.on('close', onClose)
-    if (stream.write(chunk)) finish()
-    else stream.on('drain', onDrain)
-  })
 }
 
 /** Counts the bytes passing through. */

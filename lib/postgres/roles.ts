@@ -1,8 +1,5 @@
-import { writeFileSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
-import { fsyncFile } from '../artifact/durable.ts'
 import { verificationError } from '../cli/errors.ts'
-import { digestBuffer, type Digest } from '../pipeline/checksum.ts'
 import { psql } from './client.ts'
 import { withDatabase, type PgConnection } from './connection.ts'
 
@@ -41,7 +38,7 @@ export interface RolesDoc {
  * asked for (a backup is then a credential store; reading them needs a
  * superuser). Role settings (ALTER ROLE … SET) are not carried.
  */
-export async function dumpRoles(conn: PgConnection, dest: string, withPasswords: boolean): Promise<Digest> {
+export async function dumpRoles(conn: PgConnection, withPasswords: boolean): Promise<string> {
   const out = await psql(
     conn,
     `SELECT json_build_object(
@@ -55,10 +52,7 @@ export async function dumpRoles(conn: PgConnection, dest: string, withPasswords:
     {},
     withPasswords ? 'reading the roles with their password hashes (needs a superuser)' : 'reading the roles',
   )
-  const text = JSON.stringify(JSON.parse(out), null, 1) + '\n'
-  writeFileSync(dest, text, { flag: 'wx', mode: 0o600 })
-  await fsyncFile(dest)
-  return digestBuffer(text)
+  return JSON.stringify(JSON.parse(out), null, 1) + '\n'
 }
 
 const bad = (what: string) => verificationError(`roles.json is malformed: ${what}`, 'the artifact is damaged; use another backup')

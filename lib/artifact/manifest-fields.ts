@@ -1,0 +1,24 @@
+import { verificationError } from '../cli/errors.ts'
+
+/** Small typed validators shared by every section of the manifest: any deviation is a verification failure, never a crash. */
+export type Json = Record<string, unknown>
+
+export const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v)
+
+export function field<T>(obj: Json, key: string, check: (v: unknown) => v is T, what: string, where: string): T {
+  const value = obj[key]
+  if (!check(value)) throw malformed(`${where}${key} must be ${what}`)
+  return value
+}
+
+export const isString = (v: unknown): v is string => typeof v === 'string' && v.length > 0
+export const isText = (v: unknown): v is string => typeof v === 'string'
+export const isSize = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0
+export const isSha = (v: unknown): v is string => typeof v === 'string' && /^[0-9a-f]{64}$/.test(v)
+export const isIsoDate = (v: unknown): v is string =>
+  typeof v === 'string' && /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/.test(v) && !Number.isNaN(Date.parse(v))
+
+export function malformed(detail: string) {
+  return verificationError(`manifest is malformed: ${detail}`, 'the artifact is damaged or not a Conductor backup; use another backup')
+}
+

@@ -1,0 +1,132 @@
+import type { Readable } from 'node:stream'
+import { inputError, runtimeError, usageError, verificationError, type DrError } from '../cli/errors.ts'
+import { quoteValue } from '../cli/escape.ts'
+import { readOperatorFile, validateOperatorFile, type OperatorFile } from '../cli/operator-file.ts'
+import { oneLine } from '../cli/redact.ts'
+import { spawnTool, type Tool } from '../pipeline/spawn.ts'
+
+/**
+ * Public-key encryption with age (X25519), through Debian's `age` binary
+ * (about 1.4 GB/s here, a few MB of memory). A backup host holds only
+ * recipients (public keys): it can write backups it cannot read. Only a
+ * restore needs the identity (the private key), from a file.
+ */
+export const AGE_SUFFIX = '.age'
+
+/** An age X25519 recipient: "age1" and 58 bech32 characters. */
+const RECIPIENT_RE = /^age1[qpzry9x8gf2tvdw0s3jn54khce6mua7l]{58}$/
+
+const missing = runtimeError('age not found on PATH', 'install it (apt-get install age)')
+
+const RECIPIENTS_FILE: OperatorFile = {
+  what: 'BACKUP_AGE_RECIPIENTS_FILE',
+  fix: 'point it at a readable file with one age1… public key per line',
+  limit: 1024 * 1024,
+}
+
+const IDENTITY_FILE: OperatorFile = {
+  what: 'BACKUP_AGE_IDENTITY_FILE',
+  fix: 'point it at the age identity (private key) file that age-keygen wrote',
+  limit: 1024 * 1024,
+}
+
+export interface Recipients {
+  keys: string[]
+  /** Where they came from, for messages: BACKUP_AGE_RECIPIENTS or the file's path. */
+  source: string
+}
+
+/** Public keys only: they may be printed, logged and put on argv. */
+export function parseRecipientList(text: string, source: string): string[] {
+  const keys: string[] = []
+  for (const raw of text.split(/\r?\n/)) {
+    const line = raw.trim()
+    if (line === '' || line.startsWith('#')) continue
+    for (const word of line.split(/[\s,]+/)) {
+      if (word === '') continue
+      if (!RECIPIENT_RE.test(word)) {
+        // A private key pasted by mistake must not be echoed back.
+        const shown = word.startsWith('AGE-SECRET-KEY-') ? 'an age identity (private key)' : quoteValue(word.length > 80 ? `${word.slice(0, 80)}…` : word)
+        const fix = word.startsWith('AGE-SECRET-KEY-')
+          ? 'give the public key (age-keygen -y IDENTITY_FILE prints it); keep the identity off the backup host'
+          : 'give age X25519 public keys (age1…), as printed by age-keygen'
+        throw usageError(`${source} holds ${shown}, which is not an age recipient`, fix)
+      }
+      keys.push(word)
+    }
+  }
+  return [...new Set(keys)]
+}
+
+/**
+ * BACKUP_AGE_RECIPIENTS (keys separated by spaces, commas or newlines)
+ * and BACKUP_AGE_RECIPIENTS_FILE (one per line, # comments) combine.
+ * Null when neither is set.
+ */
+export async function recipientsFromEnv(env: NodeJS.ProcessEnv): Promise<Recipients | null> {
+  const keys: string[] = []
+  const sources: string[] = []
+  const inline = env.BACKUP_AGE_RECIPIENTS
+  if (inline !== undefined && inline.trim() !== '') {
+    keys.push(...parseRecipientList(inline, 'BACKUP_AGE_RECIPIENTS'))
+    sources.push('BACKUP_AGE_RECIPIENTS')
+  }
+  const file = env.BACKUP_AGE_RECIPIENTS_FILE
+  if (file !== undefined && file !== '') {
+    const text = (await readOperatorFile(file, RECIPIENTS_FILE)).toString('utf8')
+    const fromFile = parseRecipientList(text, `BACKUP_AGE_RECIPIENTS_FILE ${quoteValue(file)}`)
+    if (fromFile.length === 0) throw usageError(`BACKUP_AGE_RECIPIENTS_FILE ${quoteValue(file)} lists no recipient`, 'put one age1… public key per line')
+    keys.push(...fromFile)
+    sources.push(`BACKUP_AGE_RECIPIENTS_FILE ${quoteValue(file)}`)
+  }
+  if (keys.length === 0) return null
+  return { keys: [...new Set(keys)], source: sources.join(' and ') }
+}
+
+/** `age -e -r KEY…`: reads `input` (another child's stdout, joined by the OS), writes the ciphertext. */
+export function encryptor(input: Readable | 'pipe', recipients: Recipients, env: NodeJS.ProcessEnv): Tool {
+  return spawnTool('age', ['-e', ...recipients.keys.flatMap((k) => ['-r', k])], { env, stdin: input, stdout: 'pipe', missing })
+}
+
+/** `age -d -i FILE`: the identity stays in its file; only its path is on the command line. */
+export function decryptor(identityFile: string, env: NodeJS.ProcessEnv, input: Readable | 'pipe' = 'pipe'): Tool {
+  return spawnTool('age', ['-d', '-i', identityFile], { env, stdin: input, stdout: 'pipe', missing })
+}
+
+/**
+ * What a failed `age -d` means, in the operator's terms. age's own words
+ * are matched, not shown: they might quote a line of the identity file.
+ */
+export function decryptionFailure(stderr: string, file: string, identityFile: string): DrError {
+  const shownId = quoteValue(identityFile)
+  if (/no identity matched/.test(stderr)) {
+    return inputError(`the identity in ${shownId} cannot decrypt ${file}: it is not one of the recipients this backup was encrypted to`, 'set BACKUP_AGE_IDENTITY_FILE to the private key that matches one of the backup\'s recipients')
+  }
+  if (/reading ".*": |failed to open file|unknown identity type|malformed secret key|no secret keys/.test(stderr)) {
+    return inputError(`BACKUP_AGE_IDENTITY_FILE ${shownId} is not a readable age identity file`, 'point it at the file age-keygen wrote (AGE-SECRET-KEY-1…)')
+  }
+  if (/failed to read header|parsing age header|failed to decrypt|authenticate|unexpected EOF|truncated/i.test(stderr)) {
+    return verificationError(`${file} is damaged: its ciphertext does not decrypt`, 'the artifact is damaged; use another backup')
+  }
+  return runtimeError(`age could not decrypt ${file} (${oneLine(stderr).replace(/AGE-SECRET-KEY-\S+/g, '[identity]').slice(0, 200) || 'no message'})`, 'check the age installation and BACKUP_AGE_IDENTITY_FILE')
+}
+
+/** Restore of an encrypted artifact: the identity file must be named before anything starts. */
+export function identityFromEnv(env: NodeJS.ProcessEnv, what: string): string {
+  const file = env.BACKUP_AGE_IDENTITY_FILE
+  if (file === undefined || file === '') {
+    throw usageError(`${what} is encrypted and BACKUP_AGE_IDENTITY_FILE is not set`, 'set BACKUP_AGE_IDENTITY_FILE to the age identity (private key) file that matches the backup\'s recipients')
+  }
+  validateOperatorFile(file, IDENTITY_FILE)
+  return file
+}
+
+/** BACKUP_ENCRYPTION=required: refuse to write plaintext rather than fall back to it. */
+export type EncryptionPolicy = 'required' | 'optional'
+
+export function encryptionPolicyFromEnv(env: NodeJS.ProcessEnv): EncryptionPolicy {
+  const value = (env.BACKUP_ENCRYPTION ?? '').trim().toLowerCase()
+  if (value === '' || value === 'optional') return 'optional'
+  if (value === 'required') return 'required'
+  throw usageError(`BACKUP_ENCRYPTION=${quoteValue(env.BACKUP_ENCRYPTION ?? '')} is not understood`, 'set it to required or optional')
+}

@@ -1,0 +1,50 @@
+import { lstat } from 'node:fs/promises'
+import { resolve } from 'node:path'
+import { inputError, usageError } from '../cli/errors.ts'
+import { quoteValue } from '../cli/escape.ts'
+import { fromSystemError } from '../cli/system-errors.ts'
+
+/**
+ * The application paths to back up: every --path, then every entry of
+ * BACKUP_PATHS (colon-separated, like PATH), made absolute and normalised.
+ * Pure: the file system is consulted by checkRoots.
+ */
+export function parseRoots(flagPaths: readonly string[], envPaths: string | undefined, cwd: string): string[] {
+  const given = [...flagPaths.map((p) => ({ p, from: '--path' })), ...(envPaths ?? '').split(':').filter((p) => p !== '').map((p) => ({ p, from: 'BACKUP_PATHS' }))]
+  const roots: string[] = []
+  for (const { p, from } of given) {
+    if (p === '') throw usageError(`${from} is empty`, 'give a file or directory to back up')
+    if (p.includes('\0')) throw usageError(`${from} holds a NUL byte`, 'give a plain path')
+    const abs = resolve(cwd, p)
+    if (abs === '/') throw usageError(`${from} ${quoteValue(p)} is the whole file system`, 'name the application\'s own directories (configuration, uploads, keys)')
+    if (roots.includes(abs)) continue
+    roots.push(abs)
+  }
+  for (const a of roots) {
+    for (const b of roots) {
+      if (a !== b && b.startsWith(`${a}/`)) {
+        throw usageError(`${quoteValue(b)} is inside ${quoteValue(a)}, which is already backed up`, `leave out ${quoteValue(b)}`)
+      }
+    }
+  }
+  return roots
+}
+
+/** Each root must exist and be a directory or a regular file, not a symlink: the dry run and the real run check alike. */
+export async function checkRoots(roots: readonly string[]): Promise<void> {
+  for (const root of roots) {
+    let st
+    try {
+      st = await lstat(root)
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      if (code === 'ENOENT' || code === 'ENOTDIR') throw inputError(`${quoteValue(root)} does not exist`, 'fix --path or BACKUP_PATHS')
+      if (code === 'EACCES' || code === 'EPERM') throw inputError(`${quoteValue(root)} is not accessible (permission denied)`, 'run as a user that can read it')
+      throw fromSystemError(err) ?? err
+    }
+    if (st.isSymbolicLink()) {
+      throw inputError(`${quoteValue(root)} is a symlink; backing it up would save the link, not what it points to`, 'give the path it points to (realpath PATH)')
+    }
+    if (!st.isDirectory() && !st.isFile()) throw inputError(`${quoteValue(root)} is not a directory or a regular file`, 'back up directories and regular files')
+  }
+}

@@ -1,0 +1,63 @@
+import { isSafeRelativePath } from '../artifact/manifest.ts'
+
+/**
+ * Pure checks that an archive (or its index) cannot write outside the
+ * directories it restores: no absolute or `..` paths, nothing outside the
+ * recorded roots, no member reached through a symlink that an earlier
+ * member planted, no hardlink to anything outside its own root.
+ */
+
+/** '/etc/conductor' → 'etc/conductor': how tar names a root inside the archive. */
+export function memberRoot(root: string): string {
+  return root.replace(/^\/+/, '')
+}
+
+export class PathGuard {
+  private readonly roots: string[]
+  private readonly symlinks = new Set<string>()
+  private current = 0
+
+  constructor(roots: readonly string[]) {
+    this.roots = roots.map(memberRoot)
+  }
+
+  /** The index of the root `path` belongs to, or undefined. */
+  rootOf(path: string): number | undefined {
+    const i = this.roots.findIndex((r) => path === r || path.startsWith(`${r}/`))
+    return i === -1 ? undefined : i
+  }
+
+  private throughSymlink(path: string): string | undefined {
+    const parts = path.split('/')
+    for (let i = 1; i < parts.length; i++) {
+      const prefix = parts.slice(0, i).join('/')
+      if (this.symlinks.has(prefix)) return prefix
+    }
+    return undefined
+  }
+
+  /**
+   * Checks the next member, in archive order; returns its root's index or
+   * a reason to refuse the whole archive.
+   */
+  check(entry: { path: string; type: string; link?: string }): { root: number } | { refused: string } {
+    const shown = JSON.stringify(entry.path)
+    if (!isSafeRelativePath(entry.path)) return { refused: `${shown} is absolute or climbs out with '..'` }
+    const root = this.rootOf(entry.path)
+    if (root === undefined) return { refused: `${shown} is outside the backed-up paths` }
+    if (root < this.current) return { refused: `${shown} comes after the members of a later path (the archive was reordered)` }
+    this.current = root
+    const via = this.throughSymlink(entry.path)
+    if (via !== undefined) return { refused: `${shown} would be written through the symlink ${JSON.stringify(via)}` }
+    if (entry.type === 'symlink') {
+      if (entry.path === this.roots[root]) return { refused: `${shown}: a backed-up path that is itself a symlink cannot be restored safely` }
+      this.symlinks.add(entry.path)
+    }
+    if (entry.type === 'hardlink') {
+      const target = entry.link ?? ''
+      if (!isSafeRelativePath(target) || this.rootOf(target) !== root) return { refused: `${shown} is a hardlink to ${JSON.stringify(target)}, outside its own path` }
+      if (this.throughSymlink(target) !== undefined || this.symlinks.has(target)) return { refused: `${shown} is a hardlink through a symlink` }
+    }
+    return { root }
+  }
+}

@@ -1,0 +1,396 @@
+import { createHash, type Hash } from 'node:crypto'
+
+/**
+ * A streaming reader of the POSIX (pax) tar that GNU tar writes, for the
+ * two places where the archive passes through this process: at backup,
+ * to hash every file from the very bytes that go into the archive (one
+ * read of each file) and to drop special files; at restore, to check each
+ * member against the index before tar -x ever sees it. It understands
+ * ustar headers, pax extended headers and GNU sparse format 1.0, which is
+ * what `tar --format=posix --sparse` produces; anything else is reported
+ * as type 'other'.
+ */
+
+export type MemberType = 'file' | 'dir' | 'symlink' | 'hardlink' | 'fifo' | 'chardev' | 'blockdev' | 'other'
+
+export interface TarMember {
+  /** As stored: relative, '/'-separated, no trailing slash. */
+  path: string
+  type: MemberType
+  /** Permission bits including setuid/setgid/sticky. */
+  mode: number
+  /** Logical size of a regular file's content (a sparse file's real size); 0 for the rest. */
+  size: number
+  /** Seconds since the epoch as tar recorded them: "1700000000.123456789" or "1700000000". */
+  mtime: string
+  uid: number
+  gid: number
+  /** Target of a symlink or hardlink. */
+  link?: string
+  sparse: boolean
+}
+
+export type Decision = 'pass' | 'drop'
+
+export interface ScanHandlers {
+  /** Before any byte of the member is passed on: 'drop' leaves it (and its pax header) out of the output; throwing stops the scan. */
+  header(member: TarMember): Decision | Promise<Decision>
+  /** After its last byte; `sha256` is the hex digest of a regular file's logical content, null for other types. */
+  end(member: TarMember, sha256: string | null): void | Promise<void>
+  /** Every byte that is passed on, in order; the promise is backpressure. */
+  write(chunk: Buffer): Promise<void>
+}
+
+export class TarFormatError extends Error {}
+
+const BLOCK = 512
+const ZEROS = Buffer.alloc(1024 * 1024)
+
+function typeOf(flag: string): MemberType {
+  switch (flag) {
+    case '0':
+    case '\0':
+    case '7':
+      return 'file'
+    case '1':
+      return 'hardlink'
+    case '2':
+      return 'symlink'
+    case '3':
+      return 'chardev'
+    case '4':
+      return 'blockdev'
+    case '5':
+      return 'dir'
+    case '6':
+      return 'fifo'
+    default:
+      return 'other'
+  }
+}
+
+function cString(buf: Buffer, start: number, length: number): string {
+  const field = buf.subarray(start, start + length)
+  const nul = field.indexOf(0)
+  return field.subarray(0, nul === -1 ? length : nul).toString('utf8')
+}
+
+/** Octal, or GNU's base-256 for values that do not fit. */
+function numeric(buf: Buffer, start: number, length: number): number {
+  const field = buf.subarray(start, start + length)
+  if (field[0]! & 0x80) {
+    let value = field[0]! & 0x7f
+    for (let i = 1; i < length; i++) value = value * 256 + field[i]!
+    return value
+  }
+  const text = cString(buf, start, length).trim()
+  if (text === '') return 0
+  if (!/^[0-7]+$/.test(text)) throw new TarFormatError(`bad numeric field ${JSON.stringify(text)}`)
+  return parseInt(text, 8)
+}
+
+function checksumOk(header: Buffer): boolean {
+  let sum = 0
+  for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 32 : header[i]!
+  return sum === numeric(header, 148, 8)
+}
+
+/** "%d key=value\n" records; values may hold any byte but are UTF-8 for the keys we use. */
+export function parsePax(data: Buffer): Map<string, string> {
+  const records = new Map<string, string>()
+  let pos = 0
+  while (pos < data.length) {
+    if (data[pos] === 0) break
+    const space = data.indexOf(0x20, pos)
+    if (space === -1) throw new TarFormatError('bad pax record')
+    const length = Number(data.subarray(pos, space).toString('ascii'))
+    if (!Number.isSafeInteger(length) || length <= space - pos || pos + length > data.length) throw new TarFormatError('bad pax record length')
+    const record = data.subarray(space + 1, pos + length - 1) // without the trailing newline
+    const eq = record.indexOf(0x3d)
+    if (eq === -1 || data[pos + length - 1] !== 0x0a) throw new TarFormatError('bad pax record')
+    records.set(record.subarray(0, eq).toString('utf8'), record.subarray(eq + 1).toString('utf8'))
+    pos += length
+  }
+  return records
+}
+
+const padded = (n: number) => Math.ceil(n / BLOCK) * BLOCK
+
+function describe(header: Buffer, pax: Map<string, string>, global: Map<string, string>): { member: TarMember; stored: number } {
+  const get = (key: string) => pax.get(key) ?? global.get(key)
+  const flag = String.fromCharCode(header[156]!)
+  const prefix = cString(header, 345, 155)
+  const name = cString(header, 0, 100)
+  const ustarPath = cString(header, 257, 6) === 'ustar' && prefix ? `${prefix}/${name}` : name
+  const sparse = get('GNU.sparse.major') === '1'
+  const rawPath = (sparse ? get('GNU.sparse.name') : undefined) ?? get('path') ?? ustarPath
+  const path = rawPath.replace(/\/+$/, '')
+  const num = (key: string, fallback: number) => {
+    const value = get(key)
+    if (value === undefined) return fallback
+    const n = Number(value)
+    if (!Number.isSafeInteger(n) || n < 0) throw new TarFormatError(`bad pax ${key} ${JSON.stringify(value)}`)
+    return n
+  }
+  const stored = num('size', numeric(header, 124, 12))
+  const type = typeOf(flag)
+  const mtime = get('mtime') ?? String(numeric(header, 136, 12))
+  if (!/^-?\d+(\.\d+)?$/.test(mtime)) throw new TarFormatError(`bad mtime ${JSON.stringify(mtime)}`)
+  const member: TarMember = {
+    path,
+    type,
+    mode: numeric(header, 100, 8) & 0o7777,
+    size: type === 'file' ? (sparse ? num('GNU.sparse.realsize', 0) : stored) : 0,
+    mtime,
+    uid: num('uid', numeric(header, 108, 8)),
+    gid: num('gid', numeric(header, 116, 8)),
+    sparse: type === 'file' && sparse,
+  }
+  if (type === 'symlink' || type === 'hardlink') member.link = get('linkpath') ?? cString(header, 157, 100)
+  return { member, stored }
+}
+
+/**
+ * Reads `input` to its end-of-archive marker, calling `handlers` for each
+ * member and passing through the bytes of every member it keeps. Bytes
+ * after the end-of-archive marker must be zero padding.
+ */
+export async function scanTar(input: AsyncIterable<Buffer>, handlers: ScanHandlers): Promise<void> {
+  const scanner = new Scanner(handlers)
+  for await (const chunk of input) await scanner.push(chunk)
+  scanner.finish()
+}
+
+type State =
+  | { kind: 'header' }
+  | { kind: 'pax'; left: number; global: boolean }
+  | { kind: 'data'; member: TarMember; left: number; pad: number; pass: boolean; hash: Hash | null; sparse: SparseState | null }
+  | { kind: 'trailer' }
+
+interface SparseState {
+  /** The map comes first in the data (decimal lines: count, then offset/size pairs), padded to a block. */
+  phase: 'map' | 'skip' | 'data'
+  mapParts: Buffer[]
+  /** Map padding still to skip. */
+  skip: number
+  segments: { offset: number; size: number }[]
+  index: number
+  /** Bytes of the current segment still to come, and the logical position hashed so far. */
+  segLeft: number
+  pos: number
+  realSize: number
+}
+
+/** The segments and the bytes the map occupies (padded), or null while it is incomplete. */
+function parseSparseMap(text: Buffer, path: string): { segments: { offset: number; size: number }[]; bytes: number } | null {
+  const lines = text.toString('latin1').split('\n')
+  const count = Number(lines[0])
+  if (lines.length < 2) return null
+  if (!Number.isSafeInteger(count) || count < 0) throw new TarFormatError(`bad sparse map in ${path}`)
+  if (lines.length < 2 + 2 * count) return null
+  const numbers = lines.slice(1, 1 + 2 * count).map(Number)
+  if (numbers.some((n) => !Number.isSafeInteger(n) || n < 0)) throw new TarFormatError(`bad sparse map in ${path}`)
+  const segments = []
+  for (let i = 0; i < count; i++) segments.push({ offset: numbers[2 * i]!, size: numbers[2 * i + 1]! })
+  return { segments, bytes: padded(lines.slice(0, 1 + 2 * count).join('\n').length + 1) }
+}
+
+class Scanner {
+  private state: State = { kind: 'header' }
+  private pending: Buffer = Buffer.alloc(0)
+  private pax = new Map<string, string>()
+  private readonly global = new Map<string, string>()
+  /** Raw pax blocks, passed on or dropped together with the member they describe. */
+  private paxRaw: Buffer[] = []
+  private zeroBlocks = 0
+
+  constructor(private readonly h: ScanHandlers) {}
+
+  async push(chunk: Buffer): Promise<void> {
+    let buf = this.pending.length > 0 ? Buffer.concat([this.pending, chunk]) : chunk
+    this.pending = Buffer.alloc(0)
+    while (buf.length > 0) {
+      const used = await this.step(buf)
+      if (used === 0) {
+        this.pending = Buffer.from(buf)
+        return
+      }
+      buf = buf.subarray(used)
+    }
+  }
+
+  finish(): void {
+    if (this.pending.length > 0 || this.state.kind !== 'trailer') {
+      throw new TarFormatError(this.state.kind === 'data' ? `the archive ends inside ${this.state.member.path}` : 'the archive ends without its end-of-archive marker')
+    }
+  }
+
+  /** Consumes a prefix of `buf`; 0 means more bytes are needed first. */
+  private async step(buf: Buffer): Promise<number> {
+    const state = this.state
+    switch (state.kind) {
+      case 'trailer': {
+        if (buf.some((b) => b !== 0)) throw new TarFormatError('data after the end-of-archive marker')
+        await this.h.write(buf)
+        return buf.length
+      }
+      case 'header':
+        return this.header(buf)
+      case 'pax': {
+        // A pax header is small; it is collected whole before it is parsed.
+        const total = padded(state.left)
+        if (buf.length < total) return 0
+        const block = buf.subarray(0, total)
+        const records = parsePax(block.subarray(0, state.left))
+        for (const [k, v] of records) (state.global ? this.global : this.pax).set(k, v)
+        if (state.global) await this.h.write(Buffer.from(block))
+        else this.paxRaw.push(Buffer.from(block))
+        this.state = { kind: 'header' }
+        return total
+      }
+      case 'data':
+        return this.data(state, buf)
+    }
+  }
+
+  private async header(buf: Buffer): Promise<number> {
+    if (buf.length < BLOCK) return 0
+    const header = buf.subarray(0, BLOCK)
+    if (header.every((b) => b === 0)) {
+      this.zeroBlocks++
+      await this.h.write(Buffer.from(header))
+      if (this.zeroBlocks === 2) {
+        if (this.paxRaw.length > 0) throw new TarFormatError('a pax header without its member')
+        this.state = { kind: 'trailer' }
+      }
+      return BLOCK
+    }
+    if (this.zeroBlocks > 0) throw new TarFormatError('a lone zero block inside the archive')
+    if (!checksumOk(header)) throw new TarFormatError('a header fails its checksum: not a tar archive, or damaged')
+    const flag = String.fromCharCode(header[156]!)
+    if (flag === 'x' || flag === 'g') {
+      const size = numeric(header, 124, 12)
+      if (size > 16 * 1024 * 1024) throw new TarFormatError('an oversized pax header')
+      if (flag === 'g') await this.h.write(Buffer.from(header))
+      else this.paxRaw.push(Buffer.from(header))
+      this.state = { kind: 'pax', left: size, global: flag === 'g' }
+      return BLOCK
+    }
+    const { member, stored } = describe(header, this.pax, this.global)
+    const decision = await this.h.header(member)
+    const pass = decision === 'pass'
+    if (pass) {
+      for (const raw of this.paxRaw) await this.h.write(raw)
+      await this.h.write(Buffer.from(header))
+    }
+    this.paxRaw = []
+    this.pax = new Map()
+    // Hardlinks, symlinks and directories carry no content (GNU tar writes size 0 for them).
+    const hasContent = member.type === 'file' || member.type === 'other'
+    const left = hasContent ? stored : 0
+    const hash = member.type === 'file' ? createHash('sha256') : null
+    const sparse: SparseState | null = member.sparse
+      ? { phase: 'map', mapParts: [], skip: 0, segments: [], index: -1, segLeft: 0, pos: 0, realSize: member.size }
+      : null
+    this.state = { kind: 'data', member, left, pad: padded(left) - left, pass, hash, sparse }
+    if (left === 0) {
+      await this.endMember()
+      this.state = { kind: 'header' }
+    }
+    return BLOCK
+  }
+
+  private async data(state: Extract<State, { kind: 'data' }>, buf: Buffer): Promise<number> {
+    if (state.left === 0) {
+      // Only padding remains.
+      const take = Math.min(state.pad, buf.length)
+      if (state.pass) await this.h.write(buf.subarray(0, take))
+      state.pad -= take
+      if (state.pad === 0) this.state = { kind: 'header' }
+      return take
+    }
+    const take = Math.min(state.left, buf.length)
+    const part = buf.subarray(0, take)
+    if (state.sparse) this.hashSparse(state, state.sparse, part)
+    else state.hash?.update(part)
+    if (state.pass) await this.h.write(part)
+    state.left -= take
+    if (state.left === 0) {
+      await this.endMember()
+      if (state.pad === 0) this.state = { kind: 'header' }
+    }
+    return take
+  }
+
+  private hashSparse(state: Extract<State, { kind: 'data' }>, sp: SparseState, part: Buffer): void {
+    const hash = state.hash!
+    let off = 0
+    while (off < part.length) {
+      if (sp.phase === 'map') {
+        const rest = part.subarray(off)
+        sp.mapParts.push(Buffer.from(rest))
+        const text = Buffer.concat(sp.mapParts)
+        const map = parseSparseMap(text, state.member.path)
+        if (!map) {
+          if (text.length > 1024 * 1024) throw new TarFormatError(`a sparse map that never ends in ${state.member.path}`)
+          return
+        }
+        sp.mapParts = []
+        sp.segments = map.segments
+        const endInRest = map.bytes - (text.length - rest.length)
+        if (endInRest > rest.length) {
+          sp.phase = 'skip'
+          sp.skip = endInRest - rest.length
+          return
+        }
+        off += endInRest
+        sp.phase = 'data'
+        continue
+      }
+      if (sp.phase === 'skip') {
+        const n = Math.min(sp.skip, part.length - off)
+        off += n
+        sp.skip -= n
+        if (sp.skip === 0) sp.phase = 'data'
+        continue
+      }
+      while (sp.segLeft === 0) {
+        sp.index++
+        if (sp.index >= sp.segments.length) throw new TarFormatError(`more data than the sparse map of ${state.member.path} describes`)
+        this.zeroFill(hash, sp, sp.segments[sp.index]!.offset)
+        sp.segLeft = sp.segments[sp.index]!.size
+      }
+      const n = Math.min(sp.segLeft, part.length - off)
+      hash.update(part.subarray(off, off + n))
+      sp.pos += n
+      sp.segLeft -= n
+      off += n
+    }
+  }
+
+  /** Hashes the hole up to logical offset `to`. */
+  private zeroFill(hash: Hash, sp: SparseState, to: number): void {
+    if (to < sp.pos) throw new TarFormatError('a sparse map out of order')
+    while (sp.pos < to) {
+      const n = Math.min(ZEROS.length, to - sp.pos)
+      hash.update(ZEROS.subarray(0, n))
+      sp.pos += n
+    }
+  }
+
+  private async endMember(): Promise<void> {
+    const state = this.state as Extract<State, { kind: 'data' }>
+    const sp = state.sparse
+    if (sp) {
+      if (sp.phase !== 'data' || sp.segLeft !== 0) throw new TarFormatError(`the sparse data of ${state.member.path} is cut short`)
+      // Trailing segments of size 0 (GNU tar ends the map with one) and the final hole.
+      while (sp.index + 1 < sp.segments.length) {
+        sp.index++
+        this.zeroFill(state.hash!, sp, sp.segments[sp.index]!.offset)
+        if (sp.segments[sp.index]!.size !== 0) throw new TarFormatError(`the sparse data of ${state.member.path} is cut short`)
+      }
+      this.zeroFill(state.hash!, sp, sp.realSize)
+    }
+    await this.h.end(state.member, state.hash ? state.hash.digest('hex') : null)
+  }
+}
