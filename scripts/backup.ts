@@ -82,7 +82,11 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, repo
       ? `dry run ok: would write ${result.path}`
       : `backup complete: ${result.path} (${
           [
-            result.postgres.status === 'dumped' ? `database ${result.postgres.database}` : 'database skipped',
+            result.postgres.status === 'dumped'
+              ? `database ${result.postgres.database}`
+              : result.filesystem
+                ? 'database skipped'
+                : 'manifest only, database skipped',
             result.filesystem?.status === 'archived' ? `${result.filesystem.entries} file entries` : null,
             result.encryption ? 'encrypted' : null,
             formatBytes(result.bytes),

@@ -7,6 +7,7 @@ import { checkSpecFromFlags, CHECK_FLAGS, hasOperatorChecks } from '../lib/cli/c
 import { envFlag } from '../lib/cli/switches.ts'
 import { usageError } from '../lib/cli/errors.ts'
 import { parseJobs } from '../lib/cli/jobs.ts'
+import { resolve } from 'node:path'
 import { runRestore } from '../lib/commands/restore.ts'
 
 const USAGE = `Usage: BACKUP_BASE=DIR restore.sh [--dry-run] [--json] ARTIFACT
@@ -47,6 +48,18 @@ target are ended at the swap: stop the application first. RESTORE_STAGING_DIR
                 the existing database in one transaction (pg_restore --clean
                 --single-transaction; objects not in the dump are kept; no -j)
 
+RESTORE_FILES=true restores the application's files (backup.sh --path) to the
+places they were backed up from, or under --target DIR. They are extracted into
+a staging directory beside each destination, every member checked against the
+file index on the way in and every restored file (type, mode, owner, mtime,
+SHA-256) checked again before anything moves; then each path is swapped in and
+what it replaces is kept as PATH.pre-restore-<UTC stamp>.
+
+  --target DIR  re-root restored files under DIR (DIR/etc/conductor for /etc/conductor)
+
+Encrypted artifacts (age) verify without a key; a real restore needs
+BACKUP_AGE_IDENTITY_FILE, which is checked against the artifact first.
+
 Exit codes: 0 ok, 1 runtime failure, 2 usage, 3 missing/unusable input,
 4 verification failed, 5 a check failed, 130 interrupted.
 See docs/operators-guide.md.`
@@ -54,7 +67,7 @@ See docs/operators-guide.md.`
 await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, reporter }) => {
   const { flags, lists, positional } = parseArgs(argv, {
     boolean: ['dry-run', 'json', 'help', 'check', 'in-place', 'drop-old'],
-    string: ['check-timeout', 'jobs'],
+    string: ['check-timeout', 'jobs', 'target'],
     repeatable: CHECK_FLAGS,
     alias: { h: 'help' },
   })
@@ -73,6 +86,8 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, repo
       backupBase: env.BACKUP_BASE || undefined,
       dryRun: Boolean(flags['dry-run']),
       restorePostgres: envFlag(env, 'RESTORE_POSTGRES'),
+      restoreFiles: envFlag(env, 'RESTORE_FILES'),
+      filesTarget: flags.target === undefined ? undefined : resolve(String(flags.target)),
       checks: flags.check || hasOperatorChecks(checks) ? checks : null,
       inPlace: Boolean(flags['in-place']),
       dropOld: Boolean(flags['drop-old']),
@@ -83,7 +98,12 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, repo
     },
     reporter,
   )
-  const what = result.postgres.status === 'restored' ? `database ${result.postgres.database} restored` : 'no database restored'
+  const what = [
+    result.postgres.status === 'restored' ? `database ${result.postgres.database} restored` : 'no database restored',
+    result.files.status === 'restored' ? `${result.files.entries} file entries restored` : null,
+  ]
+    .filter(Boolean)
+    .join(', ')
   reporter.result(
     { ...result },
     result.dryRun ? `dry run ok: ${result.artifact} verified, nothing changed` : `restore complete: ${result.artifact} verified, ${what}`,

@@ -15,6 +15,7 @@ import { defaultJobs } from './restore-postgres.ts'
 import { derivedDatabaseName } from '../postgres/derived-name.ts'
 import { restoreIntoNewDatabase, type RestoredDatabase } from '../postgres/restore-new.ts'
 import { checkArchive, type DumpSource } from '../postgres/restore.ts'
+import { describeEncryption, dumpSource, unlockArtifact } from './artifact-sources.ts'
 import { databaseExists } from '../postgres/server.ts'
 
 export interface DrillOptions {
@@ -97,6 +98,7 @@ export async function runDrill(opts: DrillOptions, reporter: Reporter): Promise<
   let rpo = NO_RPO
   let tocBytes = 0
 
+  let identity: string | undefined
   try {
     path = await clock.run('locate', async () => {
       rpo = await measureRpo(opts.backupBase, opts.now, opts.windowMs)
@@ -105,13 +107,15 @@ export async function runDrill(opts: DrillOptions, reporter: Reporter): Promise<
     reporter.heading(`${opts.dryRun ? 'Drill (dry run: verify only)' : 'Drill'}: ${path}`)
     artifact = await clock.run('verify', async () => {
       const verified = await verifyArtifact(path!, reporter)
-      const dump = dumpOf(verified)
-      // The restore's own read of the archive's table of contents; needs no connection.
-      if (dump) tocBytes = (await checkArchive(conn, dump)).tocBytes
+      if (opts.dryRun) describeEncryption(verified, reporter)
+      else identity = await unlockArtifact(verified, opts.env, reporter)
+      const dump = dumpOf(verified, identity)
+      // The restore's own read of the archive's table of contents; needs no connection (and, when encrypted, the key).
+      if (dump && !(dump.encrypted && dump.identity === undefined)) tocBytes = (await checkArchive(conn, dump)).tocBytes
       return verified
     })
     const { manifest } = artifact
-    const dump = dumpOf(artifact)
+    const dump = dumpOf(artifact, identity)
     if (opts.dryRun || manifest.postgres.status !== 'dumped' || !dump) {
       if (!opts.dryRun) {
         throw inputError(`${manifest.artifact} holds no database dump, so there is nothing to rehearse`, 'name an artifact taken with the dump enabled (ENABLE_POSTGRES_DUMP=true)')
@@ -202,10 +206,9 @@ export async function runDrill(opts: DrillOptions, reporter: Reporter): Promise<
   return { result, failure: failureFor(verdict, error, checks, result) }
 }
 
-function dumpOf(artifact: VerifiedArtifact): DumpSource | undefined {
+function dumpOf(artifact: VerifiedArtifact, identity: string | undefined): DumpSource | undefined {
   const pg = artifact.manifest.postgres
-  const file = pg.status === 'dumped' ? artifact.files.get(pg.file) : undefined
-  return file && pg.status === 'dumped' ? { file, compression: pg.compression } : undefined
+  return pg.status === 'dumped' ? dumpSource(artifact, pg, identity) : undefined
 }
 
 function failureFor(verdict: DrillVerdict, error: DrError | null, checks: CheckResult[], r: DrillResult): DrError | null {

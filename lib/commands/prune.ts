@@ -2,6 +2,7 @@ import type { ArtifactEntry } from '../artifact/list.ts'
 import { DrError } from '../cli/errors.ts'
 import { escapeControl, quoteValue } from '../cli/escape.ts'
 import type { Reporter } from '../cli/report.ts'
+import { critical, InterruptedBeforeCritical } from '../cli/signals.ts'
 import { fromSystemError } from '../cli/system-errors.ts'
 import { formatDuration } from '../policy/duration.ts'
 import { applyRetention, describeRules, requireRules, type RetentionRules } from '../policy/retention.ts'
@@ -139,8 +140,8 @@ export function formatPlan(plan: readonly PruneEntry[], dryRun: boolean): string
 
 /**
  * Lists the store, decides, reports the plan, and (unless a dry run)
- * deletes through store.remove, manifest first. Damaged artifacts are
- * never touched. Stops at the first failed deletion with a DrError whose
+ * deletes through store.remove, manifest first, one artifact at a time,
+ * each one a critical step. Damaged artifacts are never touched. Stops at the first failed deletion with a DrError whose
  * details are the result so far, so what was removed is still reported.
  */
 export async function runPrune(opts: PruneOptions, reporter: Reporter): Promise<PruneResult> {
@@ -170,8 +171,10 @@ export async function runPrune(opts: PruneOptions, reporter: Reporter): Promise<
 
   for (const p of order) {
     try {
-      await opts.store.remove(byEntry.get(p)!)
+      // An interrupt lets the deletion in progress finish (no half-deleted artifact) and starts no other.
+      await critical(`removing ${escapeControl(p.name)}`, () => opts.store.remove(byEntry.get(p)!))
     } catch (err) {
+      if (err instanceof InterruptedBeforeCritical) throw err
       throw removalFailed(result, p, err)
     }
     p.removed = true

@@ -4,6 +4,7 @@ import type { VerifiedFile } from '../artifact/verified-file.ts'
 import { DrError, usageError, verificationError } from '../cli/errors.ts'
 import { critical, InterruptedBeforeCritical } from '../cli/signals.ts'
 import { DigestMismatch, readVerified } from '../pipeline/checksum.ts'
+import { readDecoded } from '../crypto/decrypt-check.ts'
 import { allInOrder } from '../pipeline/in-order.ts'
 import { createRoles, existingRoles, parseRoles, planRoles } from '../postgres/roles.ts'
 import { checkRowCounts, runOperatorChecks } from '../checks/index.ts'
@@ -17,6 +18,13 @@ import { restoreIntoNewDatabase } from '../postgres/restore-new.ts'
 import { checkArchive, restoreInPlace, type DumpSource } from '../postgres/restore.ts'
 import { createDatabase, databaseExists, dropDatabase, serverInfo } from '../postgres/server.ts'
 import { renameDatabase, swapDatabases } from '../postgres/swap.ts'
+
+/** The roles file, and the key to read it when it is encrypted (none in a dry run). */
+export interface RolesSource {
+  file: VerifiedFile
+  encrypted: boolean
+  identity?: string
+}
 
 export interface PostgresRestoreOptions {
   dryRun: boolean
@@ -53,12 +61,18 @@ const ROLES_LIMIT = 16 * 1024 * 1024
  * those: existing roles are never altered. Nothing here is undone if the
  * restore then fails; the roles are harmless and the next attempt needs them.
  */
-async function ensureRoles(conn: PgConnection, roles: VerifiedFile | undefined, dryRun: boolean, reporter: Reporter): Promise<string[]> {
+async function ensureRoles(conn: PgConnection, roles: RolesSource | undefined, dryRun: boolean, reporter: Reporter): Promise<string[]> {
   if (!roles) return []
-  const sql = await readVerified(roles.handle, roles.digest, ROLES_LIMIT).catch((err: unknown) => {
-    throw err instanceof DigestMismatch ? verificationError(`${roles.name} changed after it was verified`, 'something is writing into the backup directory; stop it and restore again') : err
-  })
-  if (!sql) throw verificationError(`${roles.name} is larger than a roles dump can be`, 'the artifact is damaged; use another backup')
+  if (roles.encrypted && roles.identity === undefined) {
+    reporter.line('postgres: the roles are encrypted; missing ones will be created before the restore')
+    return []
+  }
+  const sql = roles.encrypted
+    ? await readDecoded(roles.file, { compression: undefined, identity: roles.identity }, conn.env, ROLES_LIMIT)
+    : await readVerified(roles.file.handle, roles.file.digest, ROLES_LIMIT).catch((err: unknown) => {
+        throw err instanceof DigestMismatch ? verificationError(`${roles.file.name} changed after it was verified`, 'something is writing into the backup directory; stop it and restore again') : err
+      })
+  if (!sql) throw verificationError(`${roles.file.name} is larger than a roles dump can be`, 'the artifact is damaged; use another backup')
   const doc = parseRoles(sql.toString('utf8'))
   if (dryRun) {
     // Which of them exist cannot be known without credentials, and a dry run needs none.
@@ -98,7 +112,7 @@ export async function restorePostgres(
   opts: PostgresRestoreOptions,
   pg: PostgresDumped,
   source: DumpSource,
-  roles: VerifiedFile | undefined,
+  roles: RolesSource | undefined,
   reporter: Reporter,
 ): Promise<{ postgres: PostgresRestoreResult; checks: CheckResult[] }> {
   const conn = connectionFromEnv(opts.env)
@@ -109,8 +123,14 @@ export async function restorePostgres(
   }
   const target = withDatabase(conn, database)
   if (opts.stagingDir && !opts.inPlace) await checkWritableDir(opts.stagingDir, 'RESTORE_STAGING_DIR')
-  const [version, { tocBytes }] = await allInOrder([toolVersion(target, 'pg_restore'), checkArchive(target, source), checkReachable(target)])
-  reporter.line(`checked ${pg.file} is a readable archive (dumped by ${pg.pgDumpVersion})`)
+  // A dry run has no key: an encrypted dump's table of contents is read by the real run, before it changes anything.
+  const readable = source.encrypted && source.identity === undefined ? Promise.resolve({ tocBytes: 0 }) : checkArchive(target, source)
+  const [version, { tocBytes }] = await allInOrder([toolVersion(target, 'pg_restore'), readable, checkReachable(target)])
+  reporter.line(
+    source.encrypted && source.identity === undefined
+      ? `${pg.file} is encrypted: its archive is read with the key, before the restore changes anything`
+      : `checked ${pg.file} is a readable archive (dumped by ${pg.pgDumpVersion})`,
+  )
   const exists = await databaseExists(target, database)
   const mode = opts.inPlace ? 'in-place' : exists ? 'swap' : 'new'
   const jobs = opts.jobs ?? defaultJobs()

@@ -2,16 +2,22 @@ import { checkArtifactDir, resolveArtifactPath } from '../artifact/locate.ts'
 import { verifyArtifact } from '../artifact/verify.ts'
 import { validateCheckSpec } from '../checks/index.ts'
 import type { CheckResult } from '../checks/types.ts'
-import { DrError, inputError, usageError, verificationError } from '../cli/errors.ts'
+import { DrError, inputError, usageError } from '../cli/errors.ts'
 import type { Reporter } from '../cli/report.ts'
-import type { DumpSource } from '../postgres/restore.ts'
+import { describeEncryption, dumpSource, rolesSource, unlockArtifact } from './artifact-sources.ts'
+import { restoreFiles, type FilesRestoreResult } from './restore-files.ts'
 import { restorePostgres, type PostgresRestoreOptions, type PostgresRestoreResult } from './restore-postgres.ts'
 
 export interface RestoreOptions extends PostgresRestoreOptions {
   artifact: string | undefined
   backupBase: string | undefined
   restorePostgres: boolean
+  /** RESTORE_FILES=true: the application's files, to their recorded places or under filesTarget. */
+  restoreFiles: boolean
+  filesTarget: string | undefined
 }
+
+type Skipped = { status: 'skipped'; reason: string }
 
 export interface RestoreResult {
   dryRun: boolean
@@ -19,7 +25,9 @@ export interface RestoreResult {
   path: string
   createdAt: string
   verified: string[]
-  postgres: PostgresRestoreResult | { status: 'skipped'; reason: string }
+  encrypted: boolean
+  postgres: PostgresRestoreResult | Skipped
+  files: FilesRestoreResult | Skipped
   checks: CheckResult[]
   durationMs: number
 }
@@ -27,6 +35,8 @@ export interface RestoreResult {
 export async function runRestore(opts: RestoreOptions, reporter: Reporter): Promise<RestoreResult> {
   const started = Date.now()
   if (opts.checks) validateCheckSpec(opts.checks)
+  if (opts.checks && !opts.restorePostgres) throw usageError('checks run against a restored database', 'set RESTORE_POSTGRES=true, or drop the --check options')
+  if (opts.filesTarget !== undefined && !opts.restoreFiles) throw usageError('--target places restored files', 'set RESTORE_FILES=true as well, or drop --target')
   const path = resolveArtifactPath(opts.artifact, opts.backupBase)
   await checkArtifactDir(path, opts.backupBase)
   reporter.heading(`${opts.dryRun ? 'Restore plan (dry run)' : 'Restore'}: ${path}`)
@@ -34,41 +44,51 @@ export async function runRestore(opts: RestoreOptions, reporter: Reporter): Prom
   try {
     const { manifest } = artifact
     reporter.line(`artifact: ${manifest.artifact}, taken ${manifest.createdAt} on ${manifest.hostname}`)
-    const base = {
-      artifact: manifest.artifact,
-      path,
-      createdAt: manifest.createdAt,
-      verified: manifest.files.map((f) => f.path),
-      checks: [] as CheckResult[],
-    }
-
-    if (!opts.restorePostgres) {
-      if (opts.checks) throw usageError('checks run against a restored database', 'set RESTORE_POSTGRES=true, or drop the --check options')
-      const reason = 'not requested (set RESTORE_POSTGRES=true to restore the database)'
-      reporter.line(`postgres: skipped — ${reason}`)
-      if (opts.dryRun) reporter.line('dry run: nothing was changed')
-      return { ...base, dryRun: opts.dryRun, postgres: { status: 'skipped', reason }, durationMs: Date.now() - started }
-    }
-    if (manifest.postgres.status !== 'dumped') {
+    if (opts.dryRun) describeEncryption(artifact, reporter)
+    let postgres: PostgresRestoreResult | Skipped = { status: 'skipped', reason: 'not requested (set RESTORE_POSTGRES=true to restore the database)' }
+    let files: FilesRestoreResult | Skipped = { status: 'skipped', reason: 'not requested (set RESTORE_FILES=true to restore the files)' }
+    let checks: CheckResult[] = []
+    if (opts.restorePostgres && manifest.postgres.status !== 'dumped') {
       throw inputError(
         `RESTORE_POSTGRES=true but ${manifest.artifact} has no database dump (${manifest.postgres.reason})`,
         'pick an artifact taken with the dump enabled, or unset RESTORE_POSTGRES',
       )
     }
-    const dump = artifact.files.get(manifest.postgres.file)
-    if (!dump) throw verificationError(`${manifest.postgres.file} was not verified`, 'the manifest is inconsistent; use another backup')
+    if (opts.restoreFiles && !manifest.filesystem) {
+      throw inputError(`RESTORE_FILES=true but ${manifest.artifact} holds no application files`, 'pick an artifact taken with --path or BACKUP_PATHS, or unset RESTORE_FILES')
+    }
+    // The key is proven before anything is touched; a dry run needs none.
+    const identity = !opts.dryRun && (opts.restorePostgres || opts.restoreFiles) ? await unlockArtifact(artifact, opts.env, reporter) : undefined
 
-    const source: DumpSource = { file: dump, compression: manifest.postgres.compression }
-    const roles = manifest.postgres.roles ? artifact.files.get(manifest.postgres.roles.file) : undefined
-    const outcome = await restorePostgres(opts, manifest.postgres, source, roles, reporter)
-    const result = { ...base, dryRun: opts.dryRun, postgres: outcome.postgres, checks: outcome.checks, durationMs: Date.now() - started }
-    const failed = outcome.checks.filter((c) => !c.ok)
+    if (opts.restorePostgres && manifest.postgres.status === 'dumped') {
+      const outcome = await restorePostgres(opts, manifest.postgres, dumpSource(artifact, manifest.postgres, identity), rolesSource(artifact, manifest.postgres, identity), reporter)
+      postgres = outcome.postgres
+      checks = outcome.checks
+    } else reporter.line(`postgres: skipped — ${(postgres as Skipped).reason}`)
+    const failed = checks.filter((c) => !c.ok)
+    if (opts.restoreFiles && manifest.filesystem && failed.length === 0) {
+      files = await restoreFiles({ dryRun: opts.dryRun, target: opts.filesTarget, env: opts.env, now: opts.now }, manifest.filesystem, artifact, identity, reporter)
+    } else if (manifest.filesystem) reporter.line(`files: skipped — ${failed.length > 0 ? 'the database checks failed' : (files as Skipped).reason}`)
+    if (opts.dryRun && !opts.restorePostgres && !opts.restoreFiles) reporter.line('dry run: nothing was changed')
+
+    const result: RestoreResult = {
+      dryRun: opts.dryRun,
+      artifact: manifest.artifact,
+      path,
+      createdAt: manifest.createdAt,
+      verified: manifest.files.map((f) => f.path),
+      encrypted: manifest.encryption !== undefined,
+      postgres,
+      files,
+      checks,
+      durationMs: Date.now() - started,
+    }
     if (failed.length > 0) {
       throw new DrError(
         'check',
         `${failed.length} check(s) failed on the restored database: ${failed.map((c) => `${c.name}: ${c.detail}`).join('; ')}`,
-        outcome.postgres.status === 'restored' && outcome.postgres.inspect
-          ? `${outcome.postgres.database} was left as it was; the restored copy is kept as ${outcome.postgres.inspect} for inspection`
+        postgres.status === 'restored' && postgres.inspect
+          ? `${postgres.database} was left as it was; the restored copy is kept as ${postgres.inspect} for inspection`
           : 'do not reopen traffic; investigate, or restore another backup',
         { ...result },
       )

@@ -15,6 +15,6 @@ export function compressor(input: Readable | 'pipe', env: NodeJS.ProcessEnv): To
   return spawnTool('zstd', ['-T0', `-${ZSTD_LEVEL}`, '-q', '-c'], { env, stdin: input, stdout: 'pipe', missing })
 }
 
-export function decompressor(env: NodeJS.ProcessEnv): Tool {
-  return spawnTool('zstd', ['-d', '-q', '-c'], { env, stdin: 'pipe', stdout: 'pipe', missing })
+export function decompressor(env: NodeJS.ProcessEnv, input: Readable | 'pipe' = 'pipe'): Tool {
+  return spawnTool('zstd', ['-d', '-q', '-c'], { env, stdin: input, stdout: 'pipe', missing })
 }

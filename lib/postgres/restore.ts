@@ -6,7 +6,7 @@ import { DrError, runtimeError, verificationError } from '../cli/errors.ts'
 import { oneLine, redact } from '../cli/redact.ts'
 import { DigestMismatch, readRange, verifiedBytes } from '../pipeline/checksum.ts'
 import { spawnTool, type Tool } from '../pipeline/spawn.ts'
-import { decompressor } from '../pipeline/zstd.ts'
+import { decoder, needsDecoding, type Decoding } from '../pipeline/decode.ts'
 import { writeAll } from '../pipeline/write-all.ts'
 import { failed, notFound } from './client.ts'
 import { conninfoQuote, type PgConnection } from './connection.ts'
@@ -15,9 +15,11 @@ import { conninfoQuote, type PgConnection } from './connection.ts'
 export type DumpCompression = 'zstd' | undefined
 
 /** A verified dump file, and how to turn its bytes back into pg_dump's archive. */
-export interface DumpSource {
+export interface DumpSource extends Decoding {
   file: VerifiedFile
   compression: DumpCompression
+  /** Stored as age ciphertext; `identity` is set when the key is at hand (never in a dry run). */
+  encrypted: boolean
 }
 
 const pgRestore = (conn: PgConnection, args: string[], stdin: 'pipe' | 'ignore' = 'pipe') =>
@@ -49,8 +51,8 @@ async function feed(
   taps: Transform[] = [],
 ): Promise<unknown> {
   const settle = (p: Promise<unknown>) => p.then(() => undefined, (err: unknown) => err)
-  if (source.compression !== 'zstd') return settle(pipeline([Readable.from(bytes), ...taps, sink]))
-  const z = unzip ?? decompressor(env)
+  if (!needsDecoding(source)) return settle(pipeline([Readable.from(bytes), ...taps, sink]))
+  const z = unzip ?? decoder(source, env)
   const [inErr, outErr, exit] = await Promise.all([
     settle(pipeline(Readable.from(bytes), z.stdin!)),
     settle(pipeline([z.stdout!, ...taps, sink])),
@@ -61,7 +63,7 @@ async function feed(
   if (inErr) return inErr
   // Bytes whose checksum matched but do not decompress: damaged before it was checksummed (or not ours).
   if (exit !== 0 && !killedByUs(exit)) {
-    return verificationError(`the dump cannot be decompressed (zstd: ${oneLine(z.stderr()) || `exit status ${exit}`})`, 'the artifact is damaged; use another backup')
+    return verificationError(`the dump cannot be decoded (${oneLine(z.stderr()) || `exit status ${exit}`})`, 'the artifact is damaged; use another backup')
   }
   return outErr
 }
@@ -75,7 +77,7 @@ async function feed(
  */
 export async function checkArchive(conn: PgConnection, source: DumpSource): Promise<{ tocBytes: number }> {
   const list = pgRestore(conn, ['--list', '--file=/dev/null'])
-  const unzip = source.compression === 'zstd' ? decompressor(conn.env) : undefined
+  const unzip = needsDecoding(source) ? decoder(source, conn.env) : undefined
   const counter = new ByteCounter()
   const fed = feed(source, readRange(source.file.handle, source.file.digest.size), list.stdin!, conn.env, unzip, [counter])
   const exitCode = await list.exited
@@ -125,7 +127,7 @@ export async function restoreStreamed(
   const loadArgs = ['--section=pre-data', '--section=data', '--exit-on-error', '--no-password', dbname]
   const head = new HeadCopy(opts.headPath, opts.tocBytes + TOC_MARGIN)
   const { exitCode, stderr, feedError } =
-    source.compression === 'zstd' ? await loadZstd(conn, source, loadArgs, head, opts.onProgress) : await loadPlain(conn, source, loadArgs, head, opts.onProgress)
+    needsDecoding(source) ? await loadDecoded(conn, source, loadArgs, head, opts.onProgress) : await loadPlain(conn, source, loadArgs, head, opts.onProgress)
   await head.headWritten().catch((err: unknown) => {
     throw (err as NodeJS.ErrnoException)?.code === 'ENOSPC'
       ? runtimeError(`no space left for the archive's table of contents in ${opts.headPath}`, 'set RESTORE_STAGING_DIR to a file system with a little room')
@@ -162,10 +164,10 @@ async function loadPlain(conn: PgConnection, source: DumpSource, args: string[],
  * second `zstd -d`, fed the same verified bytes only until the head copy is
  * full, produces the table of contents for the post-data run.
  */
-async function loadZstd(conn: PgConnection, source: DumpSource, args: string[], head: HeadCopy, onProgress?: (bytes: number) => void): Promise<Loaded> {
-  const unzip = decompressor(conn.env)
+async function loadDecoded(conn: PgConnection, source: DumpSource, args: string[], head: HeadCopy, onProgress?: (bytes: number) => void): Promise<Loaded> {
+  const unzip = decoder(source, conn.env)
   const load = spawnTool('pg_restore', args, { env: conn.env, stdin: unzip.stdout!, stdout: 'ignore', missing: notFound('pg_restore') })
-  const headUnzip = decompressor(conn.env)
+  const headUnzip = decoder(source, conn.env)
   const headDone = pipeline(headUnzip.stdout!, head, new Writable({ write: (_chunk, _enc, done) => done() })).catch(() => {})
   const stop = () => {
     load.kill('SIGKILL')
@@ -199,7 +201,7 @@ async function loadZstd(conn: PgConnection, source: DumpSource, args: string[], 
   )
   const [exitCode, unzipExit] = await Promise.all([load.exited, unzip.exited, headUnzip.exited.catch(() => 0), headDone])
   if (!feedError && exitCode === 0 && unzipExit !== 0) {
-    return { exitCode: 1, stderr: `zstd: ${oneLine(unzip.stderr()) || `exit status ${unzipExit}`}`, feedError }
+    return { exitCode: 1, stderr: oneLine(unzip.stderr()) || `decoding failed with exit status ${unzipExit}`, feedError }
   }
   return { exitCode, stderr: load.stderr(), feedError }
 }
@@ -286,7 +288,7 @@ export async function restoreInPlace(
     '--no-password',
     `--dbname=${conninfoQuote('dbname', database)}`,
   ])
-  const unzip = source.compression === 'zstd' ? decompressor(conn.env) : undefined
+  const unzip = needsDecoding(source) ? decoder(source, conn.env) : undefined
   const stop = () => {
     restore.kill('SIGKILL')
     unzip?.kill('SIGKILL')

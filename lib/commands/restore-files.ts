@@ -1,0 +1,142 @@
+import { mkdir } from 'node:fs/promises'
+import { dirname } from 'node:path'
+import type { FilesystemSection } from '../artifact/manifest-tree.ts'
+import type { VerifiedArtifact } from '../artifact/verify.ts'
+import { inputError, verificationError } from '../cli/errors.ts'
+import { quoteValue } from '../cli/escape.ts'
+import { formatBytes, type Reporter } from '../cli/report.ts'
+import { critical, onInterrupt } from '../cli/signals.ts'
+import { fromSystemError } from '../cli/system-errors.ts'
+import type { Decoding } from '../pipeline/decode.ts'
+import { extractArchive } from '../files/extract.ts'
+import { indexEntries } from '../files/index-stream.ts'
+import { discardStaging, placeRoot, type Placed } from '../files/place.ts'
+import { inspectRoots, planRoots, type RootPlan } from '../files/restore-plan.ts'
+import { PathGuard } from '../files/safe-paths.ts'
+import { verifyStaged } from '../files/verify-tree.ts'
+
+export interface FilesRestoreOptions {
+  dryRun: boolean
+  /** --target DIR: re-root every path under DIR; undefined: the recorded original locations. */
+  target: string | undefined
+  env: NodeJS.ProcessEnv
+  now: Date
+}
+
+export interface RootOutcome {
+  root: string
+  destination: string
+  existing: RootPlan['existing']
+  /** Where the previous content is (or would be) kept; null when there was none. */
+  keptAside: string | null
+}
+
+export type FilesRestoreResult =
+  | { status: 'planned'; roots: RootOutcome[]; entries: number; bytes: number }
+  | { status: 'restored'; roots: RootOutcome[]; entries: number; bytes: number }
+
+function decodingOf(artifact: VerifiedArtifact, name: string, compression: 'zstd' | undefined, identity: string | undefined): Decoding {
+  const encrypted = artifact.manifest.files.find((f) => f.path === name)?.encryption === 'age'
+  return { compression, ...(encrypted ? { identity } : {}) }
+}
+
+/** Every index entry checked for escapes and counted against the manifest's totals: nothing is written yet. */
+async function checkIndex(entries: AsyncIterable<{ path: string; type: string; link?: string; size: number }>, section: FilesystemSection): Promise<void> {
+  const guard = new PathGuard(section.roots)
+  const totals = { entries: 0, regularFiles: 0, bytes: 0 }
+  for await (const entry of entries) {
+    const verdict = guard.check(entry)
+    if ('refused' in verdict) throw verificationError(`the file index is refused, nothing was restored: ${verdict.refused}`, 'the artifact is damaged or was tampered with; use another backup')
+    totals.entries++
+    if (entry.type === 'file') {
+      totals.regularFiles++
+      totals.bytes += entry.size
+    }
+  }
+  if (totals.entries !== section.entries || totals.regularFiles !== section.regularFiles || totals.bytes !== section.bytes) {
+    throw verificationError(
+      `the file index lists ${totals.entries} entries (${totals.bytes} bytes) but the manifest says ${section.entries} (${section.bytes} bytes)`,
+      'the artifact is inconsistent; use another backup',
+    )
+  }
+}
+
+function describePlan(plan: RootPlan): string {
+  const into = plan.destination === plan.root ? plan.root : `${plan.root} → ${plan.destination}`
+  if (plan.existing === 'none') return `${into} (new)`
+  return `${into} (replaces the existing ${plan.existing}, which is kept as ${plan.keepAside})`
+}
+
+/**
+ * RESTORE_FILES=true: the application's files, verified twice over — the
+ * archive against its checksum before anything starts, every member
+ * against the index as it is extracted into staging directories beside the
+ * destinations, every staged file against the index once written — and
+ * only then moved into place, with whatever they replace kept aside.
+ */
+export async function restoreFiles(
+  opts: FilesRestoreOptions,
+  section: FilesystemSection,
+  artifact: VerifiedArtifact,
+  identity: string | undefined,
+  reporter: Reporter,
+): Promise<FilesRestoreResult> {
+  const plans = await inspectRoots(planRoots(section, opts.target, opts.now))
+  const archive = artifact.files.get(section.archive)!
+  const index = artifact.files.get(section.index)!
+  const archiveDecoding = decodingOf(artifact, section.archive, 'zstd', identity)
+  const indexDecoding = decodingOf(artifact, section.index, undefined, identity)
+  const outcome = (plan: RootPlan, placed?: Placed): RootOutcome => ({
+    root: plan.root,
+    destination: plan.destination,
+    existing: plan.existing,
+    keptAside: placed ? placed.keptAside : plan.existing === 'none' ? null : plan.keepAside,
+  })
+  for (const plan of plans) {
+    if (plan.existing === 'symlink' || plan.existing === 'other') {
+      throw inputError(`${quoteValue(plan.destination)} is a ${plan.existing === 'symlink' ? 'symlink' : 'special file'}; restoring over it is refused`, 'move it away, or restore with --target DIR')
+    }
+  }
+  reporter.line(`files: ${section.entries} entries, ${formatBytes(section.bytes)} in ${section.roots.length} path(s)`)
+  for (const plan of plans) reporter.line(`files: ${opts.dryRun ? 'would restore' : 'restore'} ${describePlan(plan)}`)
+
+  const encryptedIndex = indexDecoding.identity !== undefined || artifact.manifest.files.find((f) => f.path === section.index)?.encryption === 'age'
+  if (opts.dryRun) {
+    if (encryptedIndex) reporter.line('files: the index is encrypted; its paths are checked with the key, before anything is written')
+    else {
+      await checkIndex(indexEntries(index, indexDecoding, opts.env), section)
+      reporter.line('files: every path in the index stays inside its destination')
+    }
+    reporter.line('dry run: nothing was changed')
+    return { status: 'planned', roots: plans.map((p) => outcome(p)), entries: section.entries, bytes: section.bytes }
+  }
+
+  await checkIndex(indexEntries(index, indexDecoding, opts.env), section)
+  for (const plan of plans) {
+    await mkdir(dirname(plan.destination), { recursive: true, mode: 0o700 }).catch((err: unknown) => {
+      throw fromSystemError(err) ?? err
+    })
+  }
+  const release = onInterrupt(() => discardStaging(plans))
+  try {
+    const entries = indexEntries(index, indexDecoding, opts.env)[Symbol.asyncIterator]()
+    await extractArchive(archive, archiveDecoding, plans, entries, opts.env, (bytes) => reporter.progress('extracting files', bytes))
+    reporter.endProgress()
+    const checked = await verifyStaged(plans, indexEntries(index, indexDecoding, opts.env), (bytes) => reporter.progress('verifying restored files', bytes))
+    reporter.endProgress()
+    reporter.line(`files: ${checked.entries} entries restored and verified against the index (${formatBytes(checked.bytes)})`)
+    const placed = await critical('moving restored files into place', async () => {
+      const done: Placed[] = []
+      for (const plan of plans) done.push(await placeRoot(plan))
+      release()
+      return done
+    })
+    for (const p of placed) reporter.line(`files: ${p.destination} restored${p.keptAside ? `; what it held is kept as ${p.keptAside}` : ''}`)
+    return { status: 'restored', roots: plans.map((p, i) => outcome(p, placed[i])), entries: checked.entries, bytes: checked.bytes }
+  } catch (err) {
+    reporter.endProgress()
+    release()
+    await discardStaging(plans)
+    throw err
+  }
+}

@@ -1,0 +1,125 @@
+import { mkdir } from 'node:fs/promises'
+import { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import type { VerifiedFile } from '../artifact/verified-file.ts'
+import { runtimeError, verificationError } from '../cli/errors.ts'
+import { oneLine } from '../cli/redact.ts'
+import { decodeFailure } from '../crypto/decrypt-check.ts'
+import { DigestMismatch, verifiedBytes } from '../pipeline/checksum.ts'
+import { decoder, type Decoding } from '../pipeline/decode.ts'
+import { spawnTool, type Tool } from '../pipeline/spawn.ts'
+import { writeAll } from '../pipeline/write-all.ts'
+import { memberMatches, type IndexEntry } from './file-index.ts'
+import type { RootPlan } from './restore-plan.ts'
+import { PathGuard } from './safe-paths.ts'
+import { scanTar, TarFormatError } from './tar-scan.ts'
+
+/** tar -x for one root, into its staging directory; the root's leading directories are stripped. */
+function extractor(plan: RootPlan, env: NodeJS.ProcessEnv): Tool {
+  const strip = plan.member.split('/').length - 1
+  const asRoot = process.getuid?.() === 0
+  return spawnTool(
+    'tar',
+    [
+      '--extract',
+      '--file=-',
+      `--directory=${plan.staging}`,
+      `--strip-components=${strip}`,
+      '--xattrs',
+      '--acls',
+      '--preserve-permissions',
+      // The index records numeric ids; names may map to other ids on a rebuilt host.
+      ...(asRoot ? ['--numeric-owner', '--same-owner'] : ['--no-same-owner']),
+    ],
+    { env: { ...env, LC_ALL: 'C' }, stdin: 'pipe', stdout: 'ignore', missing: runtimeError('tar not found on PATH', 'install GNU tar (apt-get install tar)') },
+  )
+}
+
+const refused = (why: string) =>
+  verificationError(`the file archive is refused, nothing was restored: ${why}`, 'the artifact is damaged or was tampered with; use another backup')
+
+/** An end-of-archive marker for a tar whose members stop here because the next root begins. */
+const END_OF_ARCHIVE = Buffer.alloc(1024)
+
+/**
+ * Decodes the verified archive and extracts it into each root's staging
+ * directory. Every member passes through here first and must be exactly
+ * the next entry of the index, inside its root, and not under a symlink
+ * planted earlier; anything else stops the extraction before tar sees the
+ * member, and the staging directories are discarded by the caller.
+ */
+export async function extractArchive(
+  archive: VerifiedFile,
+  decoding: Decoding,
+  plans: readonly RootPlan[],
+  entries: AsyncIterator<IndexEntry>,
+  env: NodeJS.ProcessEnv,
+  onProgress: (bytes: number) => void,
+): Promise<void> {
+  for (const plan of plans) await mkdir(plan.staging, { mode: 0o700 })
+  const guard = new PathGuard(plans.map((p) => p.root))
+  const unpack = decoder(decoding, env)
+  const bytes = verifiedBytes(archive.handle, archive.digest, () => unpack.kill('SIGKILL'), onProgress)
+  const fed = pipeline(Readable.from(bytes), unpack.stdin!).then(
+    () => undefined,
+    (err: unknown) => err,
+  )
+  let current: { index: number; tar: Tool } | null = null
+  const finished: Tool[] = []
+  const finish = async () => {
+    if (!current) return
+    const { tar } = current
+    current = null
+    tar.stdin!.end()
+    finished.push(tar)
+    const exit = await tar.exited
+    if (exit !== 0) throw runtimeError(`tar could not extract into the staging directory: ${oneLine(tar.stderr()) || `exit status ${exit}`}`, 'check free space and permissions beside the destination')
+  }
+  const stopAll = () => {
+    unpack.kill('SIGKILL')
+    current?.tar.kill('SIGKILL')
+  }
+  try {
+    await scanTar(unpack.stdout!, {
+      header: async (member) => {
+        const next = await entries.next()
+        if (next.done) throw refused(`it holds ${JSON.stringify(member.path)}, which is not in the index`)
+        const mismatch = memberMatches(member, next.value)
+        if (mismatch) throw refused(mismatch)
+        const verdict = guard.check(member)
+        if ('refused' in verdict) throw refused(verdict.refused)
+        if (current?.index !== verdict.root) {
+          if (current) {
+            await writeAll(current.tar.stdin!, END_OF_ARCHIVE)
+            await finish()
+          }
+          current = { index: verdict.root, tar: extractor(plans[verdict.root]!, env) }
+        }
+        return 'pass' as const
+      },
+      end: () => {},
+      write: async (chunk) => {
+        if (!current) throw refused('it starts with data that belongs to no member')
+        await writeAll(current.tar.stdin!, chunk)
+      },
+    })
+    await finish()
+    const rest = await entries.next()
+    if (!rest.done) throw refused(`the index lists ${JSON.stringify(rest.value.path)}, which is not in the archive`)
+  } catch (err) {
+    stopAll()
+    const [feedError, exit] = await Promise.all([fed, unpack.exited])
+    // Root causes first: bytes changed after verification, then a key or cipher failure.
+    if (feedError instanceof DigestMismatch) throw changed(archive.name)
+    if (exit !== 0 && exit !== 128 + 9) throw decodeFailure(unpack.stderr(), archive.name, decoding, exit)
+    if (err instanceof TarFormatError) throw refused(err.message)
+    throw err
+  }
+  const [feedError, exit] = await Promise.all([fed, unpack.exited])
+  if (feedError instanceof DigestMismatch) throw changed(archive.name)
+  if (exit !== 0) throw decodeFailure(unpack.stderr(), archive.name, decoding, exit)
+  if (feedError) throw feedError
+}
+
+const changed = (name: string) =>
+  verificationError(`${name} changed after it was verified; nothing was restored`, 'something is writing into the backup directory; stop it, then verify and restore again')

@@ -1,0 +1,62 @@
+import { lstat } from 'node:fs/promises'
+import { basename, dirname, join } from 'node:path'
+import type { FilesystemSection } from '../artifact/manifest-tree.ts'
+import { fromSystemError } from '../cli/system-errors.ts'
+import { memberRoot } from './safe-paths.ts'
+
+/** Where one backed-up path goes, and the names used on the way. */
+export interface RootPlan {
+  /** As backed up: /etc/conductor. */
+  root: string
+  /** As in the archive: etc/conductor. */
+  member: string
+  /** Where it is restored: the root itself, or under --target. */
+  destination: string
+  /** Extracted and verified here first: beside the destination, so the final move is a rename on one file system. */
+  staging: string
+  /** What the destination held before, kept under this name. */
+  keepAside: string
+  /** What is at the destination now. */
+  existing: 'none' | 'directory' | 'file' | 'symlink' | 'other'
+}
+
+/** `20240315T120000Z`: the restore's own time, in the names it leaves behind. */
+export function restoreStamp(now: Date): string {
+  return now.toISOString().slice(0, 19).replace(/[-:]/g, '') + 'Z'
+}
+
+/** Pure: the names for each root. */
+export function planRoots(section: FilesystemSection, target: string | undefined, now: Date): Omit<RootPlan, 'existing'>[] {
+  const stamp = restoreStamp(now)
+  return section.roots.map((root) => {
+    const member = memberRoot(root)
+    const destination = target === undefined ? root : join(target, member)
+    return {
+      root,
+      member,
+      destination,
+      staging: join(dirname(destination), `.${basename(destination)}.restoring-${stamp}`),
+      keepAside: `${destination}.pre-restore-${stamp}`,
+    }
+  })
+}
+
+async function kindAt(path: string): Promise<RootPlan['existing']> {
+  try {
+    const st = await lstat(path)
+    if (st.isSymbolicLink()) return 'symlink'
+    if (st.isDirectory()) return 'directory'
+    if (st.isFile()) return 'file'
+    return 'other'
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'ENOENT') return 'none'
+    throw fromSystemError(err) ?? err
+  }
+}
+
+export async function inspectRoots(plans: Omit<RootPlan, 'existing'>[]): Promise<RootPlan[]> {
+  const out: RootPlan[] = []
+  for (const plan of plans) out.push({ ...plan, existing: await kindAt(plan.destination) })
+  return out
+}
