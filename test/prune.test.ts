@@ -1,4 +1,5 @@
 // prune.sh end to end on real directories, plus runPrune against a store whose deletions fail.
+import { spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { existsSync, mkdirSync, readdirSync, utimesSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -10,7 +11,7 @@ import type { Reporter } from '../lib/cli/report.ts'
 import { runPrune } from '../lib/commands/prune.ts'
 import { LocalStore } from '../lib/storage/local.ts'
 import type { Store } from '../lib/storage/store.ts'
-import { cleanEnv, REPO, run, tempDir, type RunResult } from './helpers.ts'
+import { cleanEnv, collect, REPO, run, tempDir, type RunResult } from './helpers.ts'
 
 const PRUNE = join(REPO, 'scripts', 'prune.sh')
 const HOUR = 3_600_000
@@ -311,6 +312,37 @@ t.test('--help names the flags, the variables and the exit codes', async (t) => 
   for (const word of ['--keep-last', '--keep-hourly', '--keep-daily', '--keep-weekly', '--keep-monthly', '--keep-yearly', '--partial-age', '--dry-run', '--json', 'BACKUP_BASE', 'BACKUP_KEEP_YEARLY', 'Exit codes', 'docs/retention.md']) {
     t.match(r.stdout, word)
   }
+})
+
+t.test('an interrupt lets the deletion in progress finish and starts no other: nothing is left half deleted', async (t) => {
+  const base = tempDir(t, 'cdr-prune-interrupt-')
+  const start = Date.parse('2024-01-01T00:00:00Z')
+  const names = Array.from({ length: 300 }, (_, i) => {
+    const name = writeArtifact(base, new Date(start + i * HOUR))
+    // Some bulk, so that deleting takes a while.
+    for (let k = 0; k < 20; k++) writeFileSync(join(base, name, `data-${k}`), 'x')
+    return name
+  })
+  const child = spawn(PRUNE, ['--keep-last', '1', base], { cwd: REPO, env: env(), stdio: ['ignore', 'pipe', 'pipe'] })
+  // The plan is printed before the first deletion: interrupt as soon as it is out.
+  let seen = ''
+  child.stdout!.on('data', (d: Buffer) => {
+    seen += d.toString('utf8')
+    if (seen.split('\n').length > 2 + 300) child.kill('SIGINT')
+  })
+  const r = await collect(child)
+  t.equal(r.code, 130, r.stderr)
+  t.match(r.stderr, /^error: interrupted by SIGINT before finishing \(completed first, as it cannot be cut in half: removing conductor-backup-2024/)
+  const left = onDisk(base)
+  t.ok(left.length > 1 && left.length < 300, `stopped part way: ${left.length} left`)
+  t.equal(left[0], names.at(-1), 'the newest is still there')
+  t.same(left, names.slice(names.length - left.length).reverse(), 'the oldest went first, and only they')
+  const store = new LocalStore(base)
+  t.same(
+    (await store.list()).filter((e) => e.kind !== 'complete').map((e) => e.name),
+    [],
+    'no damaged (half-deleted) artifact',
+  )
 })
 
 /** Silent; the in-process tests look at the result, not at the output. */
