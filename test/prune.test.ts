@@ -8,6 +8,8 @@ import { serializeManifest, manifestSumLine, type Manifest } from '../lib/artifa
 import { artifactName, MANIFEST_FILE, MANIFEST_SUM_FILE, partialName, POSTGRES_DUMP_ZST_FILE } from '../lib/artifact/naming.ts'
 import { DrError } from '../lib/cli/errors.ts'
 import type { Reporter } from '../lib/cli/report.ts'
+import { hasKeepRules, joinKeepValues, KEEP_FLAGS, keepRules } from '../lib/cli/keep-flags.ts'
+import { parseArgs } from '../lib/cli/args.ts'
 import { runPrune } from '../lib/commands/prune.ts'
 import { LocalStore } from '../lib/storage/local.ts'
 import type { Store } from '../lib/storage/store.ts'
@@ -343,6 +345,25 @@ t.test('an interrupt lets the deletion in progress finish and starts no other: n
     [],
     'no damaged (half-deleted) artifact',
   )
+})
+
+t.test('keepRules: what backup.sh will reuse to prune after a backup', async (t) => {
+  const parse = (argv: string[], e: NodeJS.ProcessEnv = {}) =>
+    keepRules(parseArgs(joinKeepValues(argv), { boolean: ['json'], string: [...KEEP_FLAGS, 'output'] }).flags, e)
+  t.same(parse(['--output', '/x']), {})
+  t.notOk(hasKeepRules(parse(['--output', '/x'])))
+  t.same(parse(['--keep-last', '3', '--keep-yearly=0']), { last: 3, yearly: 0 })
+  t.ok(hasKeepRules({ yearly: 0 }), 'a zero rule is a given rule')
+  t.same(parse(['--keep-daily', ' 7 '], { BACKUP_KEEP_DAILY: '1', BACKUP_KEEP_HOURLY: '24', BACKUP_KEEP_WEEKLY: '' }), { hourly: 24, daily: 7 })
+  t.same(joinKeepValues(['--keep-last', '-1', '--', '--keep-daily', '-2']), ['--keep-last=-1', '--', '--keep-daily', '-2'])
+  for (const [argv, e, message] of [
+    [['--keep-last', '-1'], {}, /^--keep-last must be a whole number from 0 up, got '-1'$/],
+    [['--keep-last', '0x10'], {}, /got '0x10'/],
+    [[], { BACKUP_KEEP_MONTHLY: '+3' }, /^BACKUP_KEEP_MONTHLY must be a whole number from 0 up, got '\+3'$/],
+    [['--keep-monthly', '3'], { BACKUP_KEEP_MONTHLY: '3 ' + 'months' }, /^BACKUP_KEEP_MONTHLY must be/],
+  ] as const) {
+    t.throws(() => parse([...argv], { ...e }), { exitCode: 2, message }, JSON.stringify([argv, e]))
+  }
 })
 
 /** Silent; the in-process tests look at the result, not at the output. */
