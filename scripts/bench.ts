@@ -4,7 +4,7 @@
 // ours is faster). Not part of the tests: timings belong here, never in an
 // assertion. Run: npm run bench -- --help
 import { randomBytes } from 'node:crypto'
-import { mkdir, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -14,6 +14,7 @@ import { runtimeError, usageError } from '../lib/cli/errors.ts'
 import { formatBytes, type Reporter } from '../lib/cli/report.ts'
 import { runCli, scriptArgs } from '../lib/cli/run.ts'
 import { onInterrupt } from '../lib/cli/signals.ts'
+import { median, tail, timeCommand, type Timed } from './bench-timing.ts'
 
 const USAGE = `Usage: scripts/bench.ts [--database NAME] [--megabytes N] [--runs N] [--rebuild] [--json]
 
@@ -59,22 +60,6 @@ for (const [k, v] of Object.entries(process.env)) {
 }
 baseEnv.NO_COLOR = '1'
 const sh = $({ quiet: true, nothrow: true, env: baseEnv })
-
-interface Timed {
-  seconds: number
-  maxRssKiB: number
-  stdout: string
-}
-
-/** The last lines of a child's stderr, stack frames left out: they push the message itself off the end. */
-const tail = (text: string, lines = 6) =>
-  text.trim().split('\n').filter((l) => l.trim() !== '' && !/^\s+at /.test(l)).slice(-lines).join(' | ') || '(no stderr)'
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b)
-  const m = Math.floor(s.length / 2)
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2
-}
 
 const ident = (name: string) => `"${name.replace(/"/g, '""')}"`
 const literal = (text: string) => `'${text.replace(/'/g, "''")}'`
@@ -135,21 +120,8 @@ class Bench {
   }
 
   /** GNU time: wall seconds and peak RSS of the whole command, children included. */
-  async timed(step: string, cmd: string[], env: Record<string, string> = {}): Promise<Timed> {
-    // Every step starts from the same state: without this, one step pays for the WAL and dirty
-    // pages the previous one left (a checkpoint landing in the middle of it). Best effort: it
-    // needs the right to CHECKPOINT.
-    await sh({ env: baseEnv, nothrow: true })`psql -XAtqd postgres -c CHECKPOINT`
-    await sh({ nothrow: true })`sync`
-    const timeFile = join(this.work, `time-${++this.seq}.txt`)
-    const p = await sh({ env: { ...baseEnv, ...env } })`/usr/bin/time -f '%e %M' -o ${timeFile} ${cmd}`
-    if (p.exitCode !== 0) {
-      throw runtimeError(`bench step "${step}" failed (exit ${p.exitCode}): ${tail(p.stderr || p.stdout)}`, 'see the step above; its databases and work files were removed')
-    }
-    const last = (await readFile(timeFile, 'utf8')).trim().split('\n').pop() ?? ''
-    const [seconds, rss] = last.split(' ').map(Number)
-    if (!Number.isFinite(seconds) || !Number.isFinite(rss)) throw runtimeError(`bench step "${step}": cannot read /usr/bin/time output "${last}"`)
-    return { seconds, maxRssKiB: rss, stdout: p.stdout }
+  timed(step: string, cmd: string[], env: Record<string, string> = {}): Promise<Timed> {
+    return timeCommand(this.work, ++this.seq, step, cmd, { ...baseEnv, ...env })
   }
 }
 

@@ -39,6 +39,8 @@ export interface ScanHandlers {
   end(member: TarMember, sha256: string | null): void | Promise<void>
   /** Every byte that is passed on, in order; the promise is backpressure. */
   write(chunk: Buffer): Promise<void>
+  /** Deliver everything before a member to write() before header() is asked about it (header() switches where bytes go). */
+  flushBeforeHeader?: boolean
 }
 
 export class TarFormatError extends Error {}
@@ -206,6 +208,24 @@ class Scanner {
 
   constructor(private readonly h: ScanHandlers) {}
 
+  /**
+   * Output is gathered and written once per input chunk: a write per
+   * header, data run and padding (five per small file) cost more than the
+   * hashing when the archive passed through here.
+   */
+  private out: Buffer[] = []
+
+  private emit(bytes: Buffer): void {
+    if (bytes.length > 0) this.out.push(bytes)
+  }
+
+  private async flush(): Promise<void> {
+    if (this.out.length === 0) return
+    const bytes = this.out.length === 1 ? this.out[0]! : Buffer.concat(this.out)
+    this.out = []
+    await this.h.write(bytes)
+  }
+
   async push(chunk: Buffer): Promise<void> {
     let buf = this.pending.length > 0 ? Buffer.concat([this.pending, chunk]) : chunk
     this.pending = Buffer.alloc(0)
@@ -213,10 +233,11 @@ class Scanner {
       const used = await this.step(buf)
       if (used === 0) {
         this.pending = Buffer.from(buf)
-        return
+        break
       }
       buf = buf.subarray(used)
     }
+    await this.flush()
   }
 
   finish(): void {
@@ -231,7 +252,7 @@ class Scanner {
     switch (state.kind) {
       case 'trailer': {
         if (buf.some((b) => b !== 0)) throw new TarFormatError('data after the end-of-archive marker')
-        await this.h.write(buf)
+        this.emit(buf)
         return buf.length
       }
       case 'header':
@@ -243,7 +264,7 @@ class Scanner {
         const block = buf.subarray(0, total)
         const records = parsePax(block.subarray(0, state.left))
         for (const [k, v] of records) (state.global ? this.global : this.pax).set(k, v)
-        if (state.global) await this.h.write(Buffer.from(block))
+        if (state.global) this.emit(block)
         else this.paxRaw.push(Buffer.from(block))
         this.state = { kind: 'header' }
         return total
@@ -258,7 +279,7 @@ class Scanner {
     const header = buf.subarray(0, BLOCK)
     if (header.every((b) => b === 0)) {
       this.zeroBlocks++
-      await this.h.write(Buffer.from(header))
+      this.emit(header)
       if (this.zeroBlocks === 2) {
         if (this.paxRaw.length > 0) throw new TarFormatError('a pax header without its member')
         this.state = { kind: 'trailer' }
@@ -271,17 +292,18 @@ class Scanner {
     if (flag === 'x' || flag === 'g') {
       const size = numeric(header, 124, 12)
       if (size > 16 * 1024 * 1024) throw new TarFormatError('an oversized pax header')
-      if (flag === 'g') await this.h.write(Buffer.from(header))
+      if (flag === 'g') this.emit(header)
       else this.paxRaw.push(Buffer.from(header))
       this.state = { kind: 'pax', left: size, global: flag === 'g' }
       return BLOCK
     }
     const { member, stored } = describe(header, this.pax, this.global)
+    if (this.h.flushBeforeHeader) await this.flush()
     const decision = await this.h.header(member)
     const pass = decision === 'pass'
     if (pass) {
-      for (const raw of this.paxRaw) await this.h.write(raw)
-      await this.h.write(Buffer.from(header))
+      for (const raw of this.paxRaw) this.emit(raw)
+      this.emit(header)
     }
     this.paxRaw = []
     this.pax = new Map()
@@ -304,7 +326,7 @@ class Scanner {
     if (state.left === 0) {
       // Only padding remains.
       const take = Math.min(state.pad, buf.length)
-      if (state.pass) await this.h.write(buf.subarray(0, take))
+      if (state.pass) this.emit(buf.subarray(0, take))
       state.pad -= take
       if (state.pad === 0) this.state = { kind: 'header' }
       return take
@@ -313,7 +335,7 @@ class Scanner {
     const part = buf.subarray(0, take)
     if (state.sparse) this.hashSparse(state, state.sparse, part)
     else state.hash?.update(part)
-    if (state.pass) await this.h.write(part)
+    if (state.pass) this.emit(part)
     state.left -= take
     if (state.left === 0) {
       await this.endMember()
