@@ -10,6 +10,17 @@ import { formatBytes } from '../lib/cli/report.ts'
 import { parseDuration } from '../lib/policy/duration.ts'
 import { encryptionPolicyFromEnv, recipientsFromEnv } from '../lib/crypto/age.ts'
 import { parseRoots } from '../lib/files/roots.ts'
+import { hasKeepRules, joinKeepValues, KEEP_FLAGS, KEEP_USAGE, keepRules } from '../lib/cli/keep-flags.ts'
+import type { RetentionRules } from '../lib/policy/retention.ts'
+
+/** Retention after the backup only when some rule is given (by flag or BACKUP_KEEP_*). */
+function pruneFrom(rules: RetentionRules, partialAge: unknown): { rules: RetentionRules; partialAgeMs: number } | null {
+  if (!hasKeepRules(rules)) {
+    if (partialAge !== undefined) throw usageError('--partial-age applies to pruning after the backup', 'add a --keep-* rule, or drop --partial-age')
+    return null
+  }
+  return { rules, partialAgeMs: typeof partialAge === 'string' ? parseDuration(partialAge, '--partial-age') : 24 * 3_600_000 }
+}
 
 const USAGE = `Usage: backup.sh --output DIR [--include-postgres] [--path PATH]... [--dry-run] [--json]
 
@@ -26,6 +37,9 @@ file's SHA-256 (files.index.jsonl).
   --lock-wait-timeout DUR  give up when a table stays locked this long (default 5m,
                         or PG_LOCK_WAIT_TIMEOUT); a cron backup fails instead of stalling
   --dry-run             validate and print the plan; write nothing, need no secrets
+After a successful backup, prune with restic-style rules (see prune.sh, docs/retention.md):
+${KEEP_USAGE}
+  --partial-age DUR     remove abandoned partial backups idle this long (default 24h)
   --json                print one JSON result on stdout (for cron)
   -h, --help            this text
 
@@ -43,9 +57,9 @@ Exit codes: 0 ok, 1 runtime failure, 2 usage, 3 missing/unusable input,
 4 verification failed, 130 interrupted. See docs/operators-guide.md.`
 
 await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, reporter }) => {
-  const { flags, lists, positional } = parseArgs(argv, {
+  const { flags, lists, positional } = parseArgs(joinKeepValues(argv), {
     boolean: ['dry-run', 'include-postgres', 'json', 'help'],
-    string: ['output', 'lock-wait-timeout'],
+    string: ['output', 'lock-wait-timeout', ...KEEP_FLAGS, 'partial-age'],
     repeatable: ['path'],
     alias: { h: 'help' },
   })
@@ -71,6 +85,7 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, repo
       paths: parseRoots(lists.path ?? [], env.BACKUP_PATHS, process.cwd()),
       recipients: await recipientsFromEnv(env),
       encryption: encryptionPolicyFromEnv(env),
+      prune: pruneFrom(keepRules(flags, env), flags['partial-age']),
       now: new Date(),
       env,
     },

@@ -25,7 +25,9 @@ import { connectionFromEnv, type PgConnection } from '../postgres/connection.ts'
 import { LocalStore } from '../storage/local.ts'
 import type { ArtifactWriter, Store } from '../storage/store.ts'
 import { TOOL } from '../version.ts'
+import type { RetentionRules } from '../policy/retention.ts'
 import { checkPostgresTools, dumpPostgres, planPostgres } from './backup-postgres.ts'
+import { runPrune, type PruneResult } from './prune.ts'
 
 export { planPostgres, type PostgresPlan } from './backup-postgres.ts'
 
@@ -46,6 +48,8 @@ export interface BackupOptions {
   recipients: Recipients | null
   /** BACKUP_ENCRYPTION=required: fail rather than write plaintext. */
   encryption: EncryptionPolicy
+  /** --keep-* / BACKUP_KEEP_*: prune with these rules after a successful backup; null: no pruning. */
+  prune: { rules: RetentionRules; partialAgeMs: number } | null
   now: Date
   env: NodeJS.ProcessEnv
 }
@@ -59,7 +63,16 @@ export interface BackupResult {
   encryption: { scheme: 'age'; recipients: number } | null
   files: ManifestFile[]
   bytes: number
+  /** What the retention run after the backup did (or, in a dry run, would do). */
+  prune: PruneResult | null
   durationMs: number
+}
+
+async function destinationExists(path: string): Promise<boolean> {
+  return stat(path).then(
+    (st) => st.isDirectory(),
+    () => false,
+  )
 }
 
 async function warnAboutLeftovers(output: string, reporter: Reporter): Promise<void> {
@@ -140,6 +153,7 @@ export async function runBackup(opts: BackupOptions, reporter: Reporter): Promis
       encryption: encryptionSection,
       files: [],
       bytes: 0,
+      prune: opts.prune && (await destinationExists(output)) ? await runPrune({ store: new LocalStore(output), ...opts.prune, dryRun: true, now: opts.now }, reporter) : null,
       durationMs: Date.now() - started,
     }
   }
@@ -188,6 +202,8 @@ export async function runBackup(opts: BackupOptions, reporter: Reporter): Promis
       release()
     })
     const bytes = files.reduce((sum, f) => sum + f.size, 0)
+    // After the new backup is complete, never before: it is the newest, so prune always keeps it.
+    const pruned = opts.prune ? await runPrune({ store, ...opts.prune, dryRun: false, now: new Date() }, reporter) : null
     return {
       dryRun: false,
       artifact: name,
@@ -197,6 +213,7 @@ export async function runBackup(opts: BackupOptions, reporter: Reporter): Promis
       encryption: encryptionSection,
       files,
       bytes,
+      prune: pruned,
       durationMs: Date.now() - started,
     }
   } catch (err) {
