@@ -1,4 +1,4 @@
-import { readdir, stat } from 'node:fs/promises'
+import { lstat, readdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { DrError, inputError, usageError } from '../cli/errors.ts'
 import { quoteValue } from '../cli/escape.ts'
@@ -66,6 +66,24 @@ async function directoryMtime(path: string): Promise<Date | null | Error> {
   }
 }
 
+/**
+ * When a run last wrote into a partial: the newest mtime of the directory
+ * and the files in it. A dump streaming into one large file for hours
+ * never touches the directory's own mtime, and must not look abandoned.
+ */
+async function newestWrite(dir: string, dirMtime: Date): Promise<Date> {
+  let newest = dirMtime
+  try {
+    for (const name of await readdir(dir)) {
+      const st = await lstat(join(dir, name)).catch(() => null)
+      if (st && st.mtime > newest) newest = st.mtime
+    }
+  } catch {
+    // Unreadable: the directory's own time is all there is.
+  }
+  return newest
+}
+
 async function readEntry(base: string, name: string): Promise<ArtifactEntry | null> {
   const partial = isArtifactPartial(name)
   if (!partial && !isArtifactName(name)) return null
@@ -77,7 +95,7 @@ async function readEntry(base: string, name: string): Promise<ArtifactEntry | nu
   if (mtime instanceof Error) {
     return partial ? { ...blank, kind: 'partial' } : { ...blank, kind: 'damaged', problem: describeProblem(mtime) }
   }
-  if (partial) return { ...blank, kind: 'partial', modifiedAt: mtime }
+  if (partial) return { ...blank, kind: 'partial', modifiedAt: await newestWrite(path, mtime) }
   try {
     const manifest = await readTrustedManifest(path)
     return {
