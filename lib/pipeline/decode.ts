@@ -58,4 +58,9 @@ export function decoder(decoding: Decoding, env: NodeJS.ProcessEnv): Tool {
   }
 }
 
-const prefixed = (what: string, text: string) => (text.trim() === '' ? '' : `${what}: ${text.trim()}`)
+/** "zstd: …" or "age: …": the tool that failed, named once (zstd names itself, age does too). */
+const prefixed = (what: string, text: string) => {
+  const t = text.trim()
+  if (t === '') return ''
+  return t.startsWith(`${what}:`) ? t : `${what}: ${t}`
+}

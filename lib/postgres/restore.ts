@@ -63,7 +63,9 @@ async function feed(
   if (inErr) return inErr
   // Bytes whose checksum matched but do not decompress: damaged before it was checksummed (or not ours).
   if (exit !== 0 && !killedByUs(exit)) {
-    return verificationError(`the dump cannot be decoded (${oneLine(z.stderr()) || `exit status ${exit}`})`, 'the artifact is damaged; use another backup')
+    const why = oneLine(z.stderr())
+    const step = why.startsWith('age:') ? 'decrypted' : 'decompressed'
+    return verificationError(`the dump cannot be ${step} (${why || `exit status ${exit}`})`, 'the artifact is damaged; use another backup')
   }
   return outErr
 }
