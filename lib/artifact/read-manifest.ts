@@ -6,8 +6,8 @@ import { MANIFEST_FILE, MANIFEST_SUM_FILE } from './naming.ts'
 import { readSmall } from './open.ts'
 
 /** Far above any manifest this tool writes; a bound so that a hostile one (a link to /dev/zero) cannot fill memory. */
-const MANIFEST_LIMIT = 16 * 1024 * 1024
-const SUM_LIMIT = 4096
+export const MANIFEST_LIMIT = 16 * 1024 * 1024
+export const SUM_LIMIT = 4096
 
 /**
  * The manifest-reading half of verifyArtifact: sidecar, then the manifest
@@ -19,6 +19,16 @@ const SUM_LIMIT = 4096
 export async function readTrustedManifest(dir: string): Promise<Manifest> {
   const expected = parseManifestSum((await readSmall(join(dir, MANIFEST_SUM_FILE), MANIFEST_SUM_FILE, SUM_LIMIT)).toString('utf8'))
   const bytes = await readSmall(join(dir, MANIFEST_FILE), MANIFEST_FILE, MANIFEST_LIMIT)
+  return trustManifestBytes(expected, bytes)
+}
+
+/**
+ * The store-independent half: the manifest's bytes must hash to what the
+ * sidecar says (`expected`, from parseManifestSum) before they are parsed.
+ * Shared by the local directory and the S3 store, which fetch the bytes
+ * their own way (and bound them by MANIFEST_LIMIT and SUM_LIMIT).
+ */
+export function trustManifestBytes(expected: string, bytes: Buffer): Manifest {
   if (digestBuffer(bytes).sha256 !== expected) {
     throw verificationError(`${MANIFEST_FILE} does not match its checksum`, 'the artifact is damaged; use another backup')
   }
