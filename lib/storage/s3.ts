@@ -1,0 +1,574 @@
+import { createWriteStream } from 'node:fs'
+import { mkdir, stat } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
+import { PassThrough, type Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import {
+  AbortMultipartUploadCommand,
+  DeleteObjectCommand,
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  ListMultipartUploadsCommand,
+  ListObjectsV2Command,
+  ListPartsCommand,
+  PutObjectCommand,
+  type S3Client,
+} from '@aws-sdk/client-s3'
+import { Upload } from '@aws-sdk/lib-storage'
+import { compareNewestFirst, parseArtifactStamp, type ArtifactEntry } from '../artifact/list.ts'
+import { fsyncDir, fsyncFile } from '../artifact/durable.ts'
+import { isSafeRelativePath, parseManifestSum } from '../artifact/manifest.ts'
+import { isArtifactName, MANIFEST_FILE, MANIFEST_SUM_FILE } from '../artifact/naming.ts'
+import { MANIFEST_LIMIT, SUM_LIMIT, trustManifestBytes } from '../artifact/read-manifest.ts'
+import { DrError, inputError, runtimeError, verificationError } from '../cli/errors.ts'
+import { quoteValue } from '../cli/escape.ts'
+import { onInterrupt } from '../cli/signals.ts'
+import { s3Error, s3NameOf, s3StatusOf, type S3Connection } from './s3-client.ts'
+import type { ArtifactWriter, Store } from './store.ts'
+
+/**
+ * Artifacts in an S3 bucket: `<prefix>/<artifact-name>/<file>`, the same
+ * file names as a local artifact directory. There is no rename on S3, so
+ * the manifest, written last with If-None-Match: *, is the completion
+ * marker: objects under a name without a manifest are a partial artifact.
+ *
+ * Data files are streamed with lib-storage's multipart Upload: parts of
+ * PART_SIZE, at most QUEUE_SIZE in flight, so memory stays near
+ * (QUEUE_SIZE + 1) × PART_SIZE whatever the file's size. A failed or
+ * interrupted upload is aborted, so it leaves no invisible, billed parts.
+ */
+export const PART_SIZE = 16 * 1024 * 1024
+export const QUEUE_SIZE = 3
+/** Artifacts read at once while listing: each is one listing and, when complete, two small GETs. */
+const LIST_CONCURRENCY = 8
+
+export interface S3StoreOptions {
+  /** Multipart part size in bytes, at least 5 MiB (S3's minimum). */
+  partSize?: number
+  queueSize?: number
+}
+
+export interface S3Location {
+  bucket: string
+  prefix: string
+  url: string
+}
+
+/** An unfinished multipart upload, as listed by staleUploads. */
+export interface StaleUpload {
+  key: string
+  uploadId: string
+  initiated: Date | null
+  /** The artifact it belongs to, when its key says so. */
+  artifact: string | null
+}
+
+interface ObjectInfo {
+  key: string
+  size: number
+  modified: Date | null
+}
+
+export class S3Store implements Store {
+  readonly kind = 's3' as const
+  readonly url: string
+  readonly bucket: string
+  readonly prefix: string
+  readonly client: S3Client
+  private readonly partSize: number
+  private readonly queueSize: number
+
+  constructor(
+    readonly conn: S3Connection,
+    location: S3Location,
+    options: S3StoreOptions = {},
+  ) {
+    this.client = conn.client
+    this.bucket = location.bucket
+    this.prefix = location.prefix
+    this.url = location.url
+    this.partSize = options.partSize ?? PART_SIZE
+    this.queueSize = options.queueSize ?? QUEUE_SIZE
+  }
+
+  /** `<prefix>/` or '' at the bucket's root. */
+  private get base(): string {
+    return this.prefix ? `${this.prefix}/` : ''
+  }
+
+  /** The key prefix of one artifact, with its trailing slash. */
+  artifactKey(name: string): string {
+    checkSegment(name, 'artifact name')
+    return `${this.base}${name}/`
+  }
+
+  /** Every failure of a request, worded for the operator. */
+  fail(err: unknown, url: string = this.url): DrError {
+    return s3Error(err, { conn: this.conn, bucket: this.bucket, url })
+  }
+
+  async create(name: string): Promise<ArtifactWriter | null> {
+    const key = this.artifactKey(name)
+    // Taken when anything is there: a complete artifact (its manifest), a
+    // partial one, or a run still uploading its first file.
+    try {
+      const objects = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: key, MaxKeys: 1 }))
+      if ((objects.KeyCount ?? objects.Contents?.length ?? 0) > 0) return null
+      const uploads = await this.client.send(new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: key, MaxUploads: 1 }))
+      if ((uploads.Uploads?.length ?? 0) > 0) return null
+    } catch (err) {
+      throw this.fail(err)
+    }
+    return new S3Writer(this, name, key, this.partSize, this.queueSize)
+  }
+
+  /**
+   * Every artifact under the prefix: the names that hold objects, and the
+   * names that so far hold only an unfinished upload (a run streaming its
+   * first file, or a killed one), which are partial like a local
+   * `.NAME.partial` directory is from the moment it exists.
+   */
+  async list(): Promise<ArtifactEntry[]> {
+    const names = new Set<string>()
+    let token: string | undefined
+    try {
+      do {
+        const page = await this.client.send(
+          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.base, Delimiter: '/', ContinuationToken: token }),
+        )
+        for (const p of page.CommonPrefixes ?? []) {
+          const name = p.Prefix?.slice(this.base.length, -1)
+          if (name !== undefined && isArtifactName(name)) names.add(name)
+        }
+        token = page.IsTruncated ? page.NextContinuationToken : undefined
+      } while (token)
+    } catch (err) {
+      throw this.fail(err)
+    }
+    const uploads = new Map<string, StaleUpload[]>()
+    for (const u of await this.listUploads(this.base)) {
+      if (u.artifact === null) continue
+      names.add(u.artifact)
+      uploads.set(u.artifact, [...(uploads.get(u.artifact) ?? []), u])
+    }
+    const entries = await mapLimit([...names], LIST_CONCURRENCY, (name) => this.readEntry(name, uploads.get(name) ?? []))
+    return entries.filter((e): e is ArtifactEntry => e !== null).sort(compareNewestFirst)
+  }
+
+  private async readEntry(name: string, uploads: StaleUpload[]): Promise<ArtifactEntry | null> {
+    const key = this.artifactKey(name)
+    const objects = await this.listObjects(key)
+    if (objects.length === 0 && uploads.length === 0) return null // removed while we listed
+    const newest = latest(objects.map((o) => o.modified))
+    const blank = {
+      name,
+      path: `${this.url}/${name}`,
+      createdAt: parseArtifactStamp(name),
+      completedAt: null,
+      bytes: null,
+      database: null,
+      problem: null,
+      modifiedAt: newest,
+    }
+    if (!objects.some((o) => o.key === key + MANIFEST_FILE)) {
+      // When the run last wrote: a dump streaming into one upload for hours
+      // shows only in its parts' times, and must not look abandoned.
+      const partTimes = await Promise.all(uploads.map((u) => this.lastPartTime(u)))
+      return { ...blank, kind: 'partial', modifiedAt: latest([newest, ...partTimes]) }
+    }
+    try {
+      const sum = await this.readSmall(key + MANIFEST_SUM_FILE, MANIFEST_SUM_FILE, SUM_LIMIT)
+      const expected = parseManifestSum(sum.toString('utf8'))
+      const manifest = trustManifestBytes(expected, await this.readSmall(key + MANIFEST_FILE, MANIFEST_FILE, MANIFEST_LIMIT))
+      return {
+        ...blank,
+        kind: 'complete',
+        createdAt: new Date(manifest.createdAt),
+        completedAt: new Date(manifest.completedAt),
+        bytes: manifest.files.reduce((total, f) => total + f.size, 0),
+        database: manifest.postgres.status === 'dumped' ? manifest.postgres.database : null,
+      }
+    } catch (err) {
+      // The artifact's fault: damaged. The store's (credentials, network): the whole listing fails.
+      if (err instanceof DrError && err.kind === 'verification') return { ...blank, kind: 'damaged', problem: err.message }
+      throw err
+    }
+  }
+
+  /** The newest part of an unfinished upload, or when it started; null if it vanished meanwhile. */
+  private async lastPartTime(upload: StaleUpload): Promise<Date | null> {
+    const times: (Date | null)[] = [upload.initiated]
+    let marker: string | undefined
+    try {
+      for (;;) {
+        const page = await this.client.send(
+          new ListPartsCommand({ Bucket: this.bucket, Key: upload.key, UploadId: upload.uploadId, PartNumberMarker: marker }),
+        )
+        for (const part of page.Parts ?? []) times.push(part.LastModified ?? null)
+        if (!page.IsTruncated || !page.NextPartNumberMarker) break
+        marker = page.NextPartNumberMarker
+      }
+    } catch (err) {
+      if (s3NameOf(err) === 'NoSuchUpload' || s3StatusOf(err) === 404) return latest(times)
+      throw this.fail(err, `s3://${this.bucket}/${upload.key}`)
+    }
+    return latest(times)
+  }
+
+  /** A small object read whole, refused past `limit` bytes; a missing one is the artifact's fault. */
+  private async readSmall(key: string, what: string, limit: number): Promise<Buffer> {
+    const url = `s3://${this.bucket}/${key}`
+    let body: Readable
+    try {
+      const got = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }))
+      body = got.Body as Readable
+      if ((got.ContentLength ?? 0) > limit) {
+        body.destroy()
+        throw verificationError(`${what} is larger than ${limit} bytes`, 'the artifact is damaged or not a Conductor backup; use another backup')
+      }
+    } catch (err) {
+      if (s3NameOf(err) === 'NoSuchKey') throw verificationError(`${what} is missing from the artifact`, 'the artifact is incomplete or damaged; use another backup')
+      throw this.fail(err, url)
+    }
+    const chunks: Buffer[] = []
+    let length = 0
+    try {
+      for await (const chunk of body) {
+        chunks.push(chunk as Buffer)
+        length += (chunk as Buffer).length
+        if (length > limit) {
+          body.destroy()
+          throw verificationError(`${what} is larger than ${limit} bytes`, 'the artifact is damaged or not a Conductor backup; use another backup')
+        }
+      }
+    } catch (err) {
+      throw this.fail(err, url)
+    }
+    return Buffer.concat(chunks, length)
+  }
+
+  /** Every object under `prefix` (paged). */
+  async listObjects(prefix: string): Promise<ObjectInfo[]> {
+    const out: ObjectInfo[] = []
+    let token: string | undefined
+    try {
+      do {
+        const page = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }))
+        for (const o of page.Contents ?? []) if (o.Key !== undefined) out.push({ key: o.Key, size: o.Size ?? 0, modified: o.LastModified ?? null })
+        token = page.IsTruncated ? page.NextContinuationToken : undefined
+      } while (token)
+    } catch (err) {
+      throw this.fail(err)
+    }
+    return out
+  }
+
+  /** Every unfinished multipart upload under `prefix` (paged). */
+  async listUploads(prefix: string): Promise<StaleUpload[]> {
+    const out: StaleUpload[] = []
+    let keyMarker: string | undefined
+    let uploadIdMarker: string | undefined
+    try {
+      for (;;) {
+        const page = await this.client.send(
+          new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: prefix, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }),
+        )
+        for (const u of page.Uploads ?? []) {
+          if (u.Key === undefined || u.UploadId === undefined) continue
+          const name = u.Key.slice(this.base.length).split('/')[0] ?? ''
+          out.push({ key: u.Key, uploadId: u.UploadId, initiated: u.Initiated ?? null, artifact: isArtifactName(name) ? name : null })
+        }
+        if (!page.IsTruncated || (!page.NextKeyMarker && !page.NextUploadIdMarker)) break
+        keyMarker = page.NextKeyMarker
+        uploadIdMarker = page.NextUploadIdMarker
+      }
+    } catch (err) {
+      throw this.fail(err)
+    }
+    return out
+  }
+
+  /** Unfinished multipart uploads under the prefix started more than `olderThanMs` ago: a killed run's leftovers. */
+  async staleUploads(olderThanMs: number): Promise<StaleUpload[]> {
+    const cutoff = Date.now() - olderThanMs
+    return (await this.listUploads(this.base)).filter((u) => u.initiated === null || u.initiated.getTime() <= cutoff)
+  }
+
+  /** Aborts one unfinished upload; one already gone is fine. */
+  async abortUpload(upload: Pick<StaleUpload, 'key' | 'uploadId'>): Promise<void> {
+    try {
+      await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: upload.key, UploadId: upload.uploadId }))
+    } catch (err) {
+      if (s3NameOf(err) === 'NoSuchUpload' || s3StatusOf(err) === 404) return
+      throw this.fail(err, `s3://${this.bucket}/${upload.key}`)
+    }
+  }
+
+  /** Deletes keys in batches of 1000 (DeleteObjects' limit); any key the server would not delete is an error. */
+  async deleteKeys(keys: string[]): Promise<void> {
+    for (let i = 0; i < keys.length; i += 1000) {
+      const batch = keys.slice(i, i + 1000)
+      let failed: { Key?: string; Code?: string }[] = []
+      try {
+        const out = await this.client.send(
+          new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } }),
+        )
+        failed = out.Errors ?? []
+      } catch (err) {
+        throw this.fail(err)
+      }
+      if (failed.length > 0) {
+        const first = failed[0]!
+        throw runtimeError(
+          `${failed.length} object(s) could not be deleted from ${this.url}, first ${quoteValue(first.Key ?? '?')} (${first.Code ?? 'unknown'})`,
+          'check the credentials may delete objects, then remove it again',
+        )
+      }
+    }
+  }
+
+  private async deleteKey(key: string): Promise<void> {
+    try {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }))
+    } catch (err) {
+      if (s3NameOf(err) === 'NoSuchKey') return
+      throw this.fail(err, `s3://${this.bucket}/${key}`)
+    }
+  }
+
+  async remove(entry: ArtifactEntry): Promise<void> {
+    const key = this.artifactKey(entry.name)
+    // Manifest first: from this moment the artifact reads as partial, never as complete.
+    await this.deleteKey(key + MANIFEST_FILE)
+    await this.deleteKey(key + MANIFEST_SUM_FILE)
+    await this.deleteKeys((await this.listObjects(key)).map((o) => o.key))
+    for (const upload of await this.listUploads(key)) await this.abortUpload(upload)
+  }
+
+  /**
+   * Copies every object of one complete artifact into `localDir` (created
+   * 0700 if missing), files 0600 and fsynced, one at a time, streamed. Keys
+   * that would land outside `localDir` are refused. Nothing is verified
+   * here: restore checks every byte against the manifest before using any.
+   * On failure the files already written stay: `localDir` is the caller's.
+   */
+  async download(name: string, localDir: string): Promise<string[]> {
+    const key = this.artifactKey(name)
+    const where = `${this.url}/${name}`
+    const objects = (await this.listObjects(key)).filter((o) => !(o.key.endsWith('/') && o.size === 0))
+    if (objects.length === 0) throw inputError(`artifact ${quoteValue(where)} does not exist`, 'list the artifacts and pick one of them')
+    if (!objects.some((o) => o.key === key + MANIFEST_FILE)) {
+      throw inputError(`artifact ${quoteValue(where)} is not complete (no ${MANIFEST_FILE})`, 'pick a complete artifact')
+    }
+    const files = objects.map((o) => ({ ...o, rel: o.key.slice(key.length) }))
+    const unsafe = files.find((f) => !isSafeRelativePath(f.rel))
+    if (unsafe) throw verificationError(`artifact ${quoteValue(where)} holds an object named ${quoteValue(unsafe.rel)}`, 'the artifact is damaged or tampered with; use another backup')
+    await mkdir(localDir, { recursive: true, mode: 0o700 })
+    const dirs = new Set<string>([localDir])
+    for (const f of files) {
+      const path = join(localDir, f.rel)
+      const dir = dirname(path)
+      if (!dirs.has(dir)) {
+        await mkdir(dir, { recursive: true, mode: 0o700 })
+        dirs.add(dir)
+      }
+      const body = await this.openKey(f.key)
+      const out = createWriteStream(path, { flags: 'wx', mode: 0o600 })
+      // The local side's errors (ENOSPC, EEXIST) go up as they are, for the
+      // caller's system-error mapping; the network's become one S3 line.
+      let localErr: unknown
+      out.once('error', (err) => (localErr = err))
+      try {
+        await pipeline(body, out)
+      } catch (err) {
+        if (err !== localErr) throw this.fail(err, `s3://${this.bucket}/${f.key}`)
+        if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw inputError(`${quoteValue(path)} already exists`, 'download into an empty directory')
+        throw err
+      }
+      const bytes = (await stat(path)).size
+      if (bytes !== f.size) throw runtimeError(`download of ${quoteValue(`s3://${this.bucket}/${f.key}`)} ended after ${bytes} of ${f.size} bytes`, 'run again')
+      await fsyncFile(path)
+    }
+    for (const dir of dirs) await fsyncDir(dir)
+    return files.map((f) => f.rel)
+  }
+
+  /** One file of an artifact as a stream (GET), e.g. for a restore that verifies while it reads. */
+  async openRead(name: string, file: string): Promise<Readable> {
+    if (!isSafeRelativePath(file)) throw new Error(`not a file name inside an artifact: ${file}`)
+    return this.openKey(this.artifactKey(name) + file)
+  }
+
+  private async openKey(key: string): Promise<Readable> {
+    const url = `s3://${this.bucket}/${key}`
+    try {
+      const got = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }))
+      return got.Body as Readable
+    } catch (err) {
+      if (s3NameOf(err) === 'NoSuchKey') throw inputError(`${quoteValue(url)} does not exist`, 'check the artifact name and file')
+      throw this.fail(err, url)
+    }
+  }
+}
+
+/** One upload in flight: its pipe, and a promise that settles once both the pipe and the upload have. */
+interface Active {
+  pass: PassThrough
+  settled: Promise<unknown>
+  cancelled: boolean
+}
+
+class S3Writer implements ArtifactWriter {
+  private readonly written = new Set<string>()
+  private readonly active = new Set<Active>()
+  private published = false
+  private discarded = false
+  /** Publishing found the name taken: the objects under it may be another run's now, so discard leaves them. */
+  private conflicted = false
+
+  constructor(
+    private readonly store: S3Store,
+    private readonly name: string,
+    private readonly key: string,
+    private readonly partSize: number,
+    private readonly queueSize: number,
+  ) {}
+
+  get location(): string {
+    return `${this.store.url}/${this.name}`
+  }
+
+  async writeFile(file: string, source: Readable): Promise<void> {
+    if (!isSafeRelativePath(file) || file === MANIFEST_FILE || file === MANIFEST_SUM_FILE) throw new Error(`not a data file name: ${file}`)
+    if (this.discarded || this.published) throw new Error(`artifact ${this.name} is already ${this.published ? 'published' : 'discarded'}`)
+    const key = this.key + file
+    const url = `s3://${this.store.bucket}/${key}`
+    // lib-storage sizes a stream it recognises (an fs.ReadStream) by its
+    // whole file, whatever `end` says; behind a PassThrough it just streams.
+    const pass = new PassThrough()
+    const upload = new Upload({
+      client: this.store.client,
+      params: { Bucket: this.store.bucket, Key: key, Body: pass, ContentType: 'application/octet-stream' },
+      partSize: this.partSize,
+      queueSize: this.queueSize,
+      leavePartsOnError: false,
+    })
+    this.written.add(key)
+
+    // Which failure came first decides what the caller is told: the source's
+    // own error (pg_dump died), else the upload's (mapped to one line), else
+    // the pipe's. Each side's failure makes the other fail too; those echoes
+    // are not recorded.
+    let sourceErr: unknown
+    let uploadErr: unknown
+    let pipeErr: unknown
+    let failed = false
+    source.once('error', (err) => {
+      if (!failed) sourceErr = err
+      failed = true
+    })
+    const piping = pipeline(source, pass).catch((err) => {
+      if (!failed) pipeErr = err
+      failed = true
+    })
+    const uploading = upload.done().then(
+      () => undefined,
+      (err) => {
+        if (!failed) uploadErr = err
+        failed = true
+        // Nobody reads the pipe any more: end it, which stops the source (pg_dump, zstd) too.
+        pass.destroy()
+      },
+    )
+    const active: Active = { pass, settled: Promise.all([piping, uploading]), cancelled: false }
+    this.active.add(active)
+    const release = onInterrupt(() => this.cancel(active))
+    try {
+      await active.settled
+    } finally {
+      release()
+      this.active.delete(active)
+    }
+    if (!failed && !active.cancelled) return
+    // lib-storage aborts a failed multipart upload itself; this is the backstop for an abort that failed too.
+    await this.abortUploadsOf(key).catch(() => undefined)
+    if (active.cancelled) throw runtimeError(`upload of ${quoteValue(url)} was cancelled`, 'run the backup again')
+    if (sourceErr !== undefined) throw sourceErr
+    if (pipeErr !== undefined) throw pipeErr
+    throw this.store.fail(uploadErr, url)
+  }
+
+  /** Stops one upload: ends its pipe (and so its source), then waits for lib-storage to abort the multipart upload. */
+  private async cancel(active: Active): Promise<void> {
+    active.cancelled = true
+    active.pass.destroy(new Error('upload cancelled'))
+    await active.settled
+  }
+
+  private async abortUploadsOf(key: string): Promise<void> {
+    for (const upload of await this.store.listUploads(key)) if (upload.key === key) await this.store.abortUpload(upload)
+  }
+
+  async publish(manifestText: string, sumText: string): Promise<void> {
+    if (this.discarded) throw new Error(`artifact ${this.name} was discarded`)
+    if (this.published) throw new Error(`artifact ${this.name} is already published`)
+    if (this.active.size > 0) throw new Error(`artifact ${this.name} still has uploads in flight`)
+    // The sidecar first, the manifest last: a manifest is only ever seen with its checksum already there.
+    await this.putNew(MANIFEST_SUM_FILE, sumText, 'text/plain; charset=utf-8')
+    await this.putNew(MANIFEST_FILE, manifestText, 'application/json')
+    this.published = true
+  }
+
+  /** A small object, written only if nothing has that key (If-None-Match: *), with Content-MD5. */
+  private async putNew(file: string, text: string, contentType: string): Promise<void> {
+    const key = this.key + file
+    try {
+      await this.store.client.send(
+        new PutObjectCommand({ Bucket: this.store.bucket, Key: key, Body: text, ContentType: contentType, IfNoneMatch: '*' }),
+      )
+      this.written.add(key)
+    } catch (err) {
+      if (s3StatusOf(err) === 412 || s3NameOf(err) === 'PreconditionFailed') {
+        this.conflicted = true
+        throw runtimeError(`artifact ${this.name} already exists in ${this.store.url}`, 'another backup used the same name; run again')
+      }
+      this.written.add(key) // it may have been stored before the answer was lost
+      throw this.store.fail(err, `s3://${this.store.bucket}/${key}`)
+    }
+  }
+
+  async discard(): Promise<void> {
+    if (this.published) return
+    this.discarded = true
+    await Promise.all([...this.active].map((a) => this.cancel(a)))
+    const keys = [...this.written]
+    for (const key of keys) await this.abortUploadsOf(key)
+    if (this.conflicted) return
+    if (keys.length > 0) await this.store.deleteKeys(keys)
+    this.written.clear()
+  }
+}
+
+/** A plain key segment: the layout is fixed, so a name with a slash is a bug upstream, not an input. */
+function checkSegment(name: string, what: string): void {
+  if (name === '' || name === '.' || name === '..' || name.includes('/') || /[\u0000-\u001f\u007f]/.test(name)) {
+    throw new Error(`not a valid ${what}: ${JSON.stringify(name)}`)
+  }
+}
+
+function latest(times: readonly (Date | null)[]): Date | null {
+  return times.reduce<Date | null>((max, t) => (t && (!max || t > max) ? t : max), null)
+}
+
+async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array(items.length)
+  let next = 0
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++
+      out[i] = await fn(items[i]!)
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
+  return out
+}
