@@ -1,0 +1,522 @@
+// The S3 store against a real S3 server (Ceph RGW: test/s3/server.sh start).
+import { createHash, randomBytes } from 'node:crypto'
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Readable } from 'node:stream'
+import {
+  CreateMultipartUploadCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  PutObjectCommand,
+  UploadPartCommand,
+  type S3Client,
+} from '@aws-sdk/client-s3'
+import t from 'tap'
+import { DrError } from '../lib/cli/errors.ts'
+import { runCleanups } from '../lib/cli/signals.ts'
+import { parseLocation } from '../lib/storage/location.ts'
+import { openStore } from '../lib/storage/open.ts'
+import { S3Store } from '../lib/storage/s3.ts'
+import { s3ClientFromEnv } from '../lib/storage/s3-client.ts'
+import { s3Fixture } from './s3/helpers.ts'
+
+const MiB = 1024 * 1024
+const NAME = 'conductor-backup-20240315T120000Z'
+const OLDER = 'conductor-backup-20240314T120000Z'
+
+const sha256 = (b: Buffer | string) => createHash('sha256').update(b).digest('hex')
+
+/** What a backup publishes: a valid formatVersion 2 manifest listing `files`, and its sidecar. */
+function manifestFor(name: string, files: Record<string, Buffer>): { manifest: string; sum: string } {
+  const manifest =
+    JSON.stringify(
+      {
+        format: 'conductor-backup-manifest',
+        formatVersion: 2,
+        tool: { name: 'conductor-dr', version: 'test' },
+        artifact: name,
+        createdAt: '2024-03-15T12:00:00.000Z',
+        completedAt: '2024-03-15T12:00:05.000Z',
+        hostname: 'test',
+        postgres: {
+          status: 'dumped',
+          file: 'postgres.dump.zst',
+          format: 'custom',
+          compression: 'zstd',
+          database: 'conductor',
+          encoding: 'UTF8',
+          collate: 'C',
+          ctype: 'C',
+          serverVersion: '15.0',
+          pgDumpVersion: '15.0',
+        },
+        files: Object.entries(files).map(([path, data]) => ({ path, size: data.length, sha256: sha256(data) })),
+      },
+      null,
+      2,
+    ) + '\n'
+  return { manifest, sum: `${sha256(manifest)}  manifest.json\n` }
+}
+
+/** A stream that hands over `total` bytes in 64 KiB chunks, never holding them all. */
+function generated(total: number, seed: number): { stream: Readable; digest: () => string } {
+  const hash = createHash('sha256')
+  let sent = 0
+  let n = seed
+  const stream = new Readable({
+    read() {
+      if (sent >= total) return void this.push(null)
+      const chunk = Buffer.alloc(Math.min(64 * 1024, total - sent))
+      for (let i = 0; i < chunk.length; i += 4) chunk.writeUInt32LE((n = (Math.imul(n, 1664525) + 1013904223) >>> 0), i)
+      hash.update(chunk)
+      sent += chunk.length
+      this.push(chunk)
+    },
+  })
+  return { stream, digest: () => hash.digest('hex') }
+}
+
+/** A source that sends `bytes` and then waits, as a slow pg_dump would, until it is ended or destroyed. */
+function stalling(bytes: number): Readable {
+  const stream = new Readable({ read() {} })
+  stream.push(randomBytes(bytes))
+  return stream
+}
+
+async function waitFor(what: string, check: () => Promise<boolean>, ms = 15_000): Promise<void> {
+  const deadline = Date.now() + ms
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}
+
+async function getBytes(client: S3Client, bucket: string, key: string): Promise<Buffer> {
+  const got = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }))
+  return Buffer.from(await got.Body!.transformToByteArray())
+}
+
+async function rejection(p: Promise<unknown>): Promise<unknown> {
+  try {
+    await p
+  } catch (err) {
+    return err
+  }
+  throw new Error('expected a rejection')
+}
+
+/** Everything an artifact left behind: object keys and unfinished uploads. */
+async function leftovers(store: S3Store, name: string): Promise<{ objects: string[]; uploads: string[] }> {
+  const key = store.artifactKey(name)
+  return {
+    objects: (await store.listObjects(key)).map((o) => o.key.slice(key.length)),
+    uploads: (await store.listUploads(key)).map((u) => u.key.slice(key.length)),
+  }
+}
+
+t.test('parseLocation', async (t) => {
+  const ok: [string, unknown][] = [
+    ['/var/backups', { kind: 'local', path: '/var/backups' }],
+    ['relative/dir', { kind: 'local', path: 'relative/dir' }],
+    ['./s3:odd', { kind: 'local', path: './s3:odd' }],
+    ['s3://bucket', { kind: 's3', bucket: 'bucket', prefix: '', url: 's3://bucket' }],
+    ['s3://bucket/', { kind: 's3', bucket: 'bucket', prefix: '', url: 's3://bucket' }],
+    ['s3://my.bucket-1/some/prefix', { kind: 's3', bucket: 'my.bucket-1', prefix: 'some/prefix', url: 's3://my.bucket-1/some/prefix' }],
+    ['s3://bucket//lead/trail//', { kind: 's3', bucket: 'bucket', prefix: 'lead/trail', url: 's3://bucket/lead/trail' }],
+    ['S3://bucket/x', { kind: 's3', bucket: 'bucket', prefix: 'x', url: 's3://bucket/x' }],
+    ['s3://bucket/a%20b', { kind: 's3', bucket: 'bucket', prefix: 'a%20b', url: 's3://bucket/a%20b' }],
+  ]
+  for (const [text, want] of ok) t.same(parseLocation(text, '--output'), want, text)
+
+  const bad: [string, RegExp][] = [
+    ['', /--output is empty/],
+    ['s3://', /names no bucket/],
+    ['s3:///prefix', /names no bucket/],
+    ['s3://Bucket/x', /lower-case/],
+    ['s3://b_ucket', /lower-case/],
+    ['s3://ab', /3 to 63/],
+    ['s3://' + 'a'.repeat(64), /3 to 63/],
+    ['s3://-bucket', /begin and end/],
+    ['s3://bucket-', /begin and end/],
+    ['s3://my..bucket', /two dots/],
+    ['s3://192.168.1.1', /IP address/],
+    ['s3://xn--bucket', /xn--/],
+    ['s3://bucket/a/../b', /\.\. segment/],
+    ['s3://bucket/./b', /\.\. segment/],
+    ['s3://bucket/a//b', /empty path segment/],
+    ['s3://bucket/a\nb', /control character/],
+    ['s3://bucket/a\u0000b', /control character/],
+    ['s3://bucket/' + 'p'.repeat(901), /longer than 900/],
+    ['s3:bucket/x', /neither a local path nor an S3 location/],
+    ['http://example.com/x', /unsupported scheme http:\/\//],
+    ['https://bucket.s3.amazonaws.com', /unsupported scheme https:\/\//],
+    ['gs://bucket/x', /unsupported scheme gs:\/\//],
+    ['file:///var/backups', /unsupported scheme file:\/\//],
+    ['/tmp/a\u0000b', /NUL byte/],
+  ]
+  for (const [text, want] of bad) {
+    const shown = JSON.stringify(text).slice(0, 50)
+    let err: unknown
+    try {
+      parseLocation(text, '--output')
+    } catch (e) {
+      err = e
+    }
+    t.ok(err instanceof DrError, `${shown} is refused`)
+    if (!(err instanceof DrError)) continue
+    t.equal(err.exitCode, 2, `${shown} is a usage error`)
+    t.match(err.line, want, shown)
+    t.notMatch(err.line, /\n/, 'one line')
+  }
+  // The refused value is named in the message, escaped.
+  t.throws(() => parseLocation('gs://bucket/x', 'BACKUP_BASE'), { message: /BACKUP_BASE 'gs:\/\/bucket\/x'/ })
+})
+
+t.test('client settings from the environment', async (t) => {
+  const kind = (env: NodeJS.ProcessEnv) => {
+    try {
+      s3ClientFromEnv(env)
+      return 'ok'
+    } catch (err) {
+      return err instanceof DrError ? `${err.exitCode}: ${err.line}` : String(err)
+    }
+  }
+  t.match(kind({ AWS_ACCESS_KEY_ID: 'a' }), /^2: AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not/)
+  t.match(kind({ AWS_SECRET_ACCESS_KEY: 'topsecret' }), /^2: AWS_SECRET_ACCESS_KEY is set/)
+  t.notMatch(kind({ AWS_SECRET_ACCESS_KEY: 'topsecret' }), /topsecret/)
+  t.match(kind({ AWS_ENDPOINT_URL: 'ftp://x' }), /^2: AWS_ENDPOINT_URL must be an http/)
+  t.match(kind({ AWS_ENDPOINT_URL: 'http://user:hunter2@x' }), /^2: AWS_ENDPOINT_URL must not hold credentials/)
+  t.notMatch(kind({ AWS_ENDPOINT_URL: 'http://user:hunter2@x' }), /hunter2/)
+  t.match(kind({ S3_FORCE_PATH_STYLE: 'maybe' }), /^2: S3_FORCE_PATH_STYLE must be true or false/)
+  t.equal(kind({ AWS_ENDPOINT_URL_S3: 'http://127.0.0.1:1', AWS_ENDPOINT_URL: 'nonsense' }), 'ok', 'the S3-specific endpoint wins')
+  const conn = s3ClientFromEnv({ AWS_ENDPOINT_URL: 'http://127.0.0.1:9', AWS_ACCESS_KEY_ID: 'a', AWS_SECRET_ACCESS_KEY: 'b' })
+  t.equal(await conn.client.config.forcePathStyle, true, 'path style with an endpoint')
+  t.equal(await conn.client.config.region(), 'us-east-1')
+  const off = s3ClientFromEnv({ AWS_ENDPOINT_URL: 'http://127.0.0.1:9', S3_FORCE_PATH_STYLE: 'false', AWS_REGION: 'eu-west-1' })
+  t.equal(await off.client.config.forcePathStyle, false, 'S3_FORCE_PATH_STYLE=false overrides')
+  t.equal(await off.client.config.region(), 'eu-west-1')
+})
+
+const fx = await s3Fixture(t)
+if (fx) {
+  const { bucket, client } = fx
+
+  t.test('write, publish, list, download: a complete round trip', async (t) => {
+    const store = fx.store('roundtrip')
+    const dump = randomBytes(300 * 1024)
+    const roles = Buffer.from('{"roles":[]}\n')
+    const w = await store.create(NAME)
+    t.ok(w, 'a free name')
+    t.equal(w!.location, `s3://${bucket}/roundtrip/${NAME}`)
+    await w!.writeFile('postgres.dump.zst', Readable.from([dump.subarray(0, 1000), dump.subarray(1000)]))
+    await w!.writeFile('roles.json', Readable.from([roles]))
+    const { manifest, sum } = manifestFor(NAME, { 'postgres.dump.zst': dump, 'roles.json': roles })
+    await w!.publish(manifest, sum)
+    await w!.discard()
+
+    const entries = await store.list()
+    t.equal(entries.length, 1)
+    const [e] = entries
+    t.match(e, {
+      name: NAME,
+      kind: 'complete',
+      path: `s3://${bucket}/roundtrip/${NAME}`,
+      bytes: dump.length + roles.length,
+      database: 'conductor',
+      problem: null,
+    })
+    t.equal(e!.createdAt?.toISOString(), '2024-03-15T12:00:00.000Z')
+    t.ok(e!.modifiedAt instanceof Date, 'modifiedAt from the objects')
+    t.equal(await store.create(NAME), null, 'the name is taken now')
+
+    const dir = mkdtempSync(join(tmpdir(), 'cdr-s3-'))
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+    const got = await store.download(NAME, join(dir, NAME))
+    t.same(got.sort(), ['manifest.json', 'manifest.json.sha256', 'postgres.dump.zst', 'roles.json'])
+    t.ok(readFileSync(join(dir, NAME, 'postgres.dump.zst')).equals(dump), 'the dump downloads byte for byte')
+    t.equal(readFileSync(join(dir, NAME, 'manifest.json'), 'utf8'), manifest)
+    t.equal(readFileSync(join(dir, NAME, 'manifest.json.sha256'), 'utf8'), sum)
+    t.equal(statSync(join(dir, NAME, 'roles.json')).mode & 0o777, 0o600)
+    await t.rejects(store.download(NAME, join(dir, NAME)), { message: /already exists/ }, 'never overwrites a local file')
+
+    const read = await store.openRead(NAME, 'roles.json')
+    const chunks: Buffer[] = []
+    for await (const c of read) chunks.push(c as Buffer)
+    t.ok(Buffer.concat(chunks).equals(roles), 'openRead streams one file')
+    await t.rejects(store.openRead(NAME, 'nope'), { exitCode: 3, message: /does not exist/ })
+
+    const viaOpen = openStore(parseLocation(`s3://${bucket}/roundtrip/`, '--output'), fx.env)
+    t.equal(viaOpen.kind, 's3')
+    t.equal(viaOpen.url, `s3://${bucket}/roundtrip`)
+    t.same((await viaOpen.list()).map((x) => x.kind), ['complete'], 'openStore reaches the same artifacts')
+  })
+
+  t.test('publish never overwrites an existing manifest', async (t) => {
+    const store = fx.store('conflict')
+    const w = await store.create(NAME)
+    await w!.writeFile('data.bin', Readable.from([Buffer.from('mine')]))
+    // Another run publishes the same name meanwhile.
+    const theirs = Buffer.from('{"theirs":true}\n')
+    await client.send(new PutObjectCommand({ Bucket: bucket, Key: `conflict/${NAME}/manifest.json`, Body: theirs }))
+    const err = await rejection(w!.publish('{"mine":true}\n', `${sha256('{"mine":true}\n')}  manifest.json\n`))
+    t.ok(err instanceof DrError)
+    t.equal((err as DrError).exitCode, 1)
+    t.match((err as DrError).message, /already exists/)
+    t.ok((await getBytes(client, bucket, `conflict/${NAME}/manifest.json`)).equals(theirs), 'their manifest is unchanged')
+    await w!.discard()
+    t.ok((await getBytes(client, bucket, `conflict/${NAME}/manifest.json`)).equals(theirs), 'discard leaves what may be theirs')
+  })
+
+  t.test('discard removes every object and upload; the name is free again', async (t) => {
+    const store = fx.store('discard', { partSize: 5 * MiB })
+    const w = await store.create(NAME)
+    await w!.writeFile('small.bin', Readable.from([Buffer.from('small')]))
+    await w!.writeFile('big.bin', generated(11 * MiB, 1).stream)
+    t.same((await leftovers(store, NAME)).objects.sort(), ['big.bin', 'small.bin'])
+    await w!.discard()
+    t.same(await leftovers(store, NAME), { objects: [], uploads: [] })
+    await w!.discard()
+    t.pass('discard twice is fine')
+    await t.rejects(w!.writeFile('late.bin', Readable.from([Buffer.from('x')])), /discarded/)
+    t.ok(await store.create(NAME), 'the name can be used again')
+  })
+
+  t.test('a source that fails mid-upload leaves nothing behind', async (t) => {
+    const store = fx.store('source-fails', { partSize: 5 * MiB })
+    const w = await store.create(NAME)
+    const source = stalling(6 * MiB)
+    const writing = rejection(w!.writeFile('postgres.dump.zst', source))
+    await waitFor('the multipart upload to start', async () => (await leftovers(store, NAME)).uploads.length === 1)
+    source.destroy(new Error('pg_dump exited with status 1'))
+    const err = await writing
+    t.equal((err as Error).message, 'pg_dump exited with status 1', "the source's own error, not an echo")
+    t.same(await leftovers(store, NAME), { objects: [], uploads: [] }, 'the multipart upload was aborted')
+    await w!.discard()
+    t.same(await leftovers(store, NAME), { objects: [], uploads: [] })
+  })
+
+  t.test('an S3 failure mid-upload is one line, and leaves nothing behind', async (t) => {
+    const store = fx.store('s3-fails', { partSize: 5 * MiB })
+    store.client.middlewareStack.add(
+      (next, context) => async (args) => {
+        const input = args.input as { PartNumber?: number }
+        if (context.commandName === 'UploadPartCommand' && input.PartNumber === 2) {
+          throw Object.assign(new Error('We encountered an internal error.'), { name: 'InternalError', $metadata: { httpStatusCode: 500 } })
+        }
+        return next(args)
+      },
+      { step: 'initialize', name: 'failSecondPart' },
+    )
+    const w = await store.create(NAME)
+    const source = generated(12 * MiB, 2).stream
+    const err = await rejection(w!.writeFile('postgres.dump.zst', source))
+    t.ok(err instanceof DrError, String(err))
+    t.equal((err as DrError).exitCode, 1)
+    t.match((err as DrError).line, /InternalError, HTTP 500/)
+    t.ok(source.destroyed, 'the source was stopped')
+    t.same(await leftovers(store, NAME), { objects: [], uploads: [] })
+  })
+
+  t.test('an interrupt aborts the upload in flight', async (t) => {
+    const store = fx.store('interrupt', { partSize: 5 * MiB })
+    const w = await store.create(NAME)
+    await w!.writeFile('roles.json', Readable.from([Buffer.from('{}')]))
+    const source = stalling(6 * MiB)
+    const writing = rejection(w!.writeFile('postgres.dump.zst', source))
+    await waitFor('the multipart upload to start', async () => (await leftovers(store, NAME)).uploads.length === 1)
+    await runCleanups(20_000) // what the CLI runs on SIGINT/SIGTERM
+    const err = await writing
+    t.match((err as DrError).message, /was cancelled/)
+    t.ok(source.destroyed, 'the source was stopped')
+    t.same(await leftovers(store, NAME), { objects: ['roles.json'], uploads: [] }, 'no unfinished upload; earlier files stay for discard')
+    await w!.discard()
+    t.same(await leftovers(store, NAME), { objects: [], uploads: [] })
+  })
+
+  t.test('partial and damaged artifacts are listed as such', async (t) => {
+    const store = fx.store('kinds')
+    const before = Date.now() - 60_000
+    await client.send(new PutObjectCommand({ Bucket: bucket, Key: `kinds/${OLDER}/postgres.dump.zst`, Body: 'half' }))
+    const data = Buffer.from('dump')
+    const w = await store.create(NAME)
+    await w!.writeFile('postgres.dump.zst', Readable.from([data]))
+    const { manifest } = manifestFor(NAME, { 'postgres.dump.zst': data })
+    await w!.publish(manifest, `${sha256('something else')}  manifest.json\n`)
+    // A run still streaming its first file: only an unfinished upload with one part so far.
+    const STREAMING = 'conductor-backup-20240313T120000Z'
+    const mpu = await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: `kinds/${STREAMING}/postgres.dump.zst` }))
+    await client.send(
+      new UploadPartCommand({ Bucket: bucket, Key: `kinds/${STREAMING}/postgres.dump.zst`, UploadId: mpu.UploadId, PartNumber: 1, Body: randomBytes(5 * MiB) }),
+    )
+    await client.send(new PutObjectCommand({ Bucket: bucket, Key: 'kinds/not-an-artifact/x', Body: 'x' }))
+    await client.send(new PutObjectCommand({ Bucket: bucket, Key: 'kinds/stray-file', Body: 'x' }))
+
+    const entries = await store.list()
+    t.same(
+      entries.map((e) => [e.name, e.kind]),
+      [
+        [NAME, 'damaged'],
+        [OLDER, 'partial'],
+        [STREAMING, 'partial'],
+      ],
+      'newest first; other names ignored',
+    )
+    t.match(entries[0]!.problem, /does not match its checksum/)
+    const partial = entries[1]!
+    t.equal(partial.createdAt?.toISOString(), '2024-03-14T12:00:00.000Z', "a partial's time is its name's")
+    t.ok(partial.modifiedAt && partial.modifiedAt.getTime() > before, 'modifiedAt is when it was last written')
+    t.equal(await store.create(OLDER), null, 'a partial name is taken too')
+    const streaming = entries[2]!
+    t.ok(streaming.modifiedAt && streaming.modifiedAt.getTime() > before, 'an upload-only partial is as fresh as its last part')
+    t.equal(await store.create(STREAMING), null, 'and its name is taken')
+  })
+
+  t.test('remove: manifest first, then the rest, then unfinished uploads', async (t) => {
+    const store = fx.store('remove')
+    const data = Buffer.from('dump')
+    const w = await store.create(NAME)
+    await w!.writeFile('postgres.dump.zst', Readable.from([data]))
+    await w!.writeFile('roles.json', Readable.from([Buffer.from('{}')]))
+    const { manifest, sum } = manifestFor(NAME, { 'postgres.dump.zst': data })
+    await w!.publish(manifest, sum)
+    // A killed run's leftover under the same artifact.
+    await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: `remove/${NAME}/extra.bin` }))
+
+    const calls: string[] = []
+    let failBatch = true
+    store.client.middlewareStack.add(
+      (next, context) => async (args) => {
+        const input = args.input as { Key?: string }
+        if (context.commandName === 'DeleteObjectCommand') calls.push(`delete ${input.Key?.split('/').pop()}`)
+        if (context.commandName === 'DeleteObjectsCommand') {
+          calls.push('delete batch')
+          if (failBatch) throw Object.assign(new Error('boom'), { name: 'ServiceUnavailable', $metadata: { httpStatusCode: 503 } })
+        }
+        if (context.commandName === 'AbortMultipartUploadCommand') calls.push('abort upload')
+        return next(args)
+      },
+      { step: 'initialize', name: 'recordDeletes' },
+    )
+    const [entry] = await store.list()
+    const err = await rejection(store.remove(entry!))
+    t.equal((err as DrError).exitCode, 1, 'a failed batch delete is an error')
+    t.match((err as DrError).line, /ServiceUnavailable, HTTP 503/)
+    t.same(calls, ['delete manifest.json', 'delete manifest.json.sha256', 'delete batch'])
+    t.same(
+      (await store.list()).map((e) => e.kind),
+      ['partial'],
+      'half removed, it reads as partial, never as complete',
+    )
+
+    failBatch = false
+    calls.length = 0
+    await store.remove(entry!)
+    t.same(calls, ['delete manifest.json', 'delete manifest.json.sha256', 'delete batch', 'abort upload'])
+    t.same(await leftovers(store, NAME), { objects: [], uploads: [] })
+    t.same(await store.list(), [])
+  })
+
+  t.test('stale uploads are listed and aborted', async (t) => {
+    const store = fx.store('stale')
+    const made = await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: `stale/${NAME}/postgres.dump.zst` }))
+    const stale = await store.staleUploads(0)
+    t.same(
+      stale.map((u) => [u.key, u.uploadId, u.artifact]),
+      [[`stale/${NAME}/postgres.dump.zst`, made.UploadId, NAME]],
+    )
+    t.same(await store.staleUploads(3600_000), [], 'not stale yet after an hour')
+    await store.abortUpload(stale[0]!)
+    await store.abortUpload(stale[0]!)
+    t.same(await store.staleUploads(0), [], 'aborted, twice without complaint')
+  })
+
+  t.test('wrong credentials: exit 3, one line, no secret', async (t) => {
+    const secret = 'wrong-secret-0123456789-must-not-leak'
+    const wrongSecret = new S3Store(s3ClientFromEnv({ ...fx.env, AWS_SECRET_ACCESS_KEY: secret }), { bucket, prefix: 'x', url: `s3://${bucket}/x` })
+    const err = await rejection(wrongSecret.list())
+    t.ok(err instanceof DrError, String(err))
+    t.equal((err as DrError).exitCode, 3)
+    t.match((err as DrError).line, /SignatureDoesNotMatch/)
+    t.match((err as DrError).line, /AWS_SECRET_ACCESS_KEY/, 'names the fix')
+    t.notMatch((err as DrError).line, /\n/)
+    t.notOk((err as DrError).line.includes(secret), 'the secret is not in the message')
+    t.notOk((err as DrError).line.includes(fx.env.AWS_SECRET_ACCESS_KEY!), 'nor the real one')
+
+    const wrongKey = new S3Store(s3ClientFromEnv({ ...fx.env, AWS_ACCESS_KEY_ID: 'NOSUCHKEY0000000000', AWS_SESSION_TOKEN: 'token-must-not-leak' }), {
+      bucket,
+      prefix: '',
+      url: `s3://${bucket}`,
+    })
+    const err2 = await rejection(wrongKey.create(NAME))
+    t.equal((err2 as DrError).exitCode, 3)
+    t.match((err2 as DrError).line, /does not know the access key \(InvalidAccessKeyId\)/)
+    t.notOk((err2 as DrError).line.includes('token-must-not-leak'))
+    t.notOk((err2 as DrError).line.includes(fx.env.AWS_SECRET_ACCESS_KEY!))
+  })
+
+  t.test('a missing bucket: exit 3 naming the bucket', async (t) => {
+    const missing = `cdr-missing-${randomBytes(4).toString('hex')}`
+    const store = openStore(parseLocation(`s3://${missing}/p`, '--output'), fx.env)
+    for (const op of [() => store.list(), () => store.create(NAME)]) {
+      const err = await rejection(op())
+      t.ok(err instanceof DrError, String(err))
+      t.equal((err as DrError).exitCode, 3)
+      t.match((err as DrError).line, new RegExp(`bucket '${missing}' does not exist`))
+    }
+  })
+
+  t.test('an endpoint that refuses connections: exit 1 naming it', async (t) => {
+    const store = openStore(parseLocation(`s3://${bucket}`, '--output'), { ...fx.env, AWS_ENDPOINT_URL: 'http://127.0.0.1:1', AWS_MAX_ATTEMPTS: '1' })
+    const err = await rejection(store.list())
+    t.ok(err instanceof DrError, String(err))
+    t.equal((err as DrError).exitCode, 1)
+    t.match((err as DrError).line, /cannot reach the S3 endpoint http:\/\/127\.0\.0\.1:1: connection refused/)
+  })
+
+  t.test('a 21 MiB stream goes up in parts and comes back byte for byte', async (t) => {
+    const store = fx.store('large') // the default part size: the real path
+    const { stream, digest } = generated(21 * MiB, 3)
+    const w = await store.create(NAME)
+    await w!.writeFile('postgres.dump.zst', stream)
+    const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: `large/${NAME}/postgres.dump.zst` }))
+    t.equal(head.ContentLength, 21 * MiB)
+    t.match(head.ETag, /-2"$/, 'a multipart object of two parts')
+    const sent = digest()
+    const dir = mkdtempSync(join(tmpdir(), 'cdr-s3-'))
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+    const { manifest, sum } = manifestFor(NAME, {})
+    await w!.publish(manifest, sum)
+    await store.download(NAME, dir)
+    t.equal(sha256(readFileSync(join(dir, 'postgres.dump.zst'))), sent, 'byte-equal')
+  })
+
+  t.test('Content-MD5 guards every part: bytes changed on the way are refused', async (t) => {
+    const store = fx.store('md5', { partSize: 5 * MiB })
+    const seen: string[] = []
+    store.client.middlewareStack.add(
+      (next, context) => async (args) => {
+        const req = args.request as { headers: Record<string, string>; body: unknown }
+        if (context.commandName === 'UploadPartCommand' || context.commandName === 'PutObjectCommand') {
+          seen.push(`${context.commandName} ${req.headers['content-md5'] ? 'md5' : 'none'}`)
+          const input = args.input as { PartNumber?: number }
+          if (input.PartNumber === 2 && req.body instanceof Uint8Array) {
+            const damaged = Buffer.from(req.body)
+            damaged[100] = damaged[100]! ^ 0xff
+            req.body = damaged
+          }
+        }
+        return next(args)
+      },
+      // After the Content-MD5 middleware, before signing: as if the bytes were damaged in between.
+      { step: 'build', priority: 'low', name: 'damagePartTwo' },
+    )
+    const w = await store.create(NAME)
+    await w!.writeFile('one.bin', Readable.from([Buffer.from('single put')]))
+    const err = await rejection(w!.writeFile('two.bin', generated(11 * MiB, 4).stream))
+    t.match((err as DrError).line, /BadDigest/, 'the server refused the damaged part')
+    t.ok(seen.length >= 3 && seen.every((s) => s.endsWith('md5')), `every put and part carried Content-MD5: ${seen.join(', ')}`)
+    t.same((await leftovers(store, NAME)).uploads, [], 'and the upload was aborted')
+    await w!.discard()
+  })
+}
