@@ -123,7 +123,7 @@ t.test('manifest round-trips and rejects every malformation', async (t) => {
   t.same(parseManifest(serializeManifest(m)), m)
   const bad: Array<[string, (m: any) => void]> = [
     ['wrong format', (m) => (m.format = 'other')],
-    ['future version', (m) => (m.formatVersion = 3 as never)],
+    ['future version', (m) => (m.formatVersion = 4 as never)],
     ['version 0', (m) => (m.formatVersion = 0 as never)],
     ['zstd in an unknown spelling', (m) => ((m.postgres as { compression?: string }).compression = 'zst')],
     ['roles file not listed', (m) => ((m.postgres as { roles?: unknown }).roles = { file: 'nope.sql', passwords: false })],
