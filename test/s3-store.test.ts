@@ -244,7 +244,13 @@ if (fx) {
     const chunks: Buffer[] = []
     for await (const c of read) chunks.push(c as Buffer)
     t.ok(Buffer.concat(chunks).equals(roles), 'openRead streams one file')
-    await t.rejects(store.openRead(NAME, 'nope'), { exitCode: 3, message: /does not exist/ })
+    const viaRead = await store.read(NAME, 'manifest.json')
+    let text = ''
+    for await (const c of viaRead) text += c
+    t.equal(text, manifest, 'read, the Store spelling')
+    const missing = await rejection(store.openRead(NAME, 'nope'))
+    t.equal((missing as DrError).exitCode, 4, "a missing file is the artifact's fault, as for a directory")
+    t.match((missing as DrError).message, /nope is missing from the artifact/)
 
     const viaOpen = openStore(parseLocation(`s3://${bucket}/roundtrip/`, '--output'), fx.env)
     t.equal(viaOpen.kind, 's3')

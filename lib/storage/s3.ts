@@ -393,10 +393,26 @@ export class S3Store implements Store {
     return files.map((f) => f.rel)
   }
 
-  /** One file of an artifact as a stream (GET), e.g. for a restore that verifies while it reads. */
+  /**
+   * One file of an artifact as a stream (GET), e.g. for a restore that
+   * verifies while it reads. A missing file is the artifact's fault, as
+   * for a local directory (lib/artifact/open.ts): exit 4.
+   */
   async openRead(name: string, file: string): Promise<Readable> {
     if (!isSafeRelativePath(file)) throw new Error(`not a file name inside an artifact: ${file}`)
-    return this.openKey(this.artifactKey(name) + file)
+    const key = this.artifactKey(name) + file
+    try {
+      const got = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }))
+      return got.Body as Readable
+    } catch (err) {
+      if (s3NameOf(err) === 'NoSuchKey') throw verificationError(`${file} is missing from the artifact`, 'the artifact is incomplete or damaged; use another backup')
+      throw this.fail(err, `s3://${this.bucket}/${key}`)
+    }
+  }
+
+  /** The Store spelling of openRead. */
+  read(name: string, file: string): Promise<Readable> {
+    return this.openRead(name, file)
   }
 
   private async openKey(key: string): Promise<Readable> {
@@ -405,7 +421,8 @@ export class S3Store implements Store {
       const got = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }))
       return got.Body as Readable
     } catch (err) {
-      if (s3NameOf(err) === 'NoSuchKey') throw inputError(`${quoteValue(url)} does not exist`, 'check the artifact name and file')
+      // Listed a moment ago: removed meanwhile.
+      if (s3NameOf(err) === 'NoSuchKey') throw runtimeError(`${quoteValue(url)} was deleted while it was being downloaded`, 'check whether another run removed the artifact')
       throw this.fail(err, url)
     }
   }
