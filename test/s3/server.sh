@@ -20,6 +20,12 @@ MONPORT=${CONDUCTOR_S3_MON_PORT:-46789}
 OSD_PORTS=${CONDUCTOR_S3_OSD_PORTS:-46800-46899}
 MEMSTORE_BYTES=${CONDUCTOR_S3_MEMSTORE_BYTES:-4294967296}
 ENDPOINT="http://127.0.0.1:$PORT"
+# start and stop delete this directory: only an absolute path below / will do.
+while [[ "$D" == */ && "$D" != / ]]; do D=${D%/}; done
+if ! [[ "$D" =~ ^/[^/] ]]; then
+  echo "s3 server: CONDUCTOR_S3_DIR must be an absolute path below /, got '$D'" >&2
+  exit 2
+fi
 # Fixed test credentials for a server that only listens on 127.0.0.1 and holds test data.
 ACCESS_KEY=CDRTESTACCESSKEY0001
 SECRET_KEY=cdr-test-secret-for-the-local-rgw-only
