@@ -30,7 +30,12 @@ compressed by zstd -T0 -3) with the row count of every table, and the
 application's files as files.tar.zst (GNU tar, pax) with an index of every
 file's SHA-256 (files.index.jsonl).
 
-  --output DIR          where artifacts go; created with mode 0700 if missing
+  --output DIR          where artifacts go; created with mode 0700 if missing; or
+                        s3://BUCKET/PREFIX (credentials and endpoint from the AWS
+                        variables: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION,
+                        AWS_ENDPOINT_URL for S3-compatible servers, or AWS_PROFILE)
+  --copy-to s3://BUCKET/PREFIX  after the backup, copy it there too and read it back
+                        (repeatable); the local copy stays
   --include-postgres    include the database (same as INCLUDE_POSTGRES=true)
   --path PATH           a directory or file of the application to include; repeatable,
                         and BACKUP_PATHS=/a:/b (colon-separated) adds more
@@ -60,7 +65,7 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, repo
   const { flags, lists, positional } = parseArgs(joinKeepValues(argv), {
     boolean: ['dry-run', 'include-postgres', 'json', 'help'],
     string: ['output', 'lock-wait-timeout', ...KEEP_FLAGS, 'partial-age'],
-    repeatable: ['path'],
+    repeatable: ['path', 'copy-to'],
     alias: { h: 'help' },
   })
   if (flags.help) {
@@ -83,6 +88,7 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, repo
         flags['lock-wait-timeout'] ? '--lock-wait-timeout' : 'PG_LOCK_WAIT_TIMEOUT',
       ),
       paths: parseRoots(lists.path ?? [], env.BACKUP_PATHS, process.cwd()),
+      copyTo: lists['copy-to'] ?? [],
       recipients: await recipientsFromEnv(env),
       encryption: encryptionPolicyFromEnv(env),
       prune: pruneFrom(keepRules(flags, env), flags['partial-age']),

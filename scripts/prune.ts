@@ -10,7 +10,7 @@ import { runCli, scriptArgs } from '../lib/cli/run.ts'
 import { runPrune, summaryLine } from '../lib/commands/prune.ts'
 import { parseDuration } from '../lib/policy/duration.ts'
 import { requireRules } from '../lib/policy/retention.ts'
-import { LocalStore } from '../lib/storage/local.ts'
+import { storeAt } from '../lib/commands/artifact-location.ts'
 
 const USAGE = `Usage: BACKUP_BASE=DIR prune.sh --keep-… N [--keep-… N …] [--partial-age DUR] [--dry-run] [--json]
        prune.sh --keep-… N … [options] DIR
@@ -67,8 +67,7 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, repo
     throw usageError('BACKUP_BASE is not set', 'set BACKUP_BASE to the backup directory, or pass it: prune.sh --keep-daily 7 /path/to/backups')
   }
 
-  // A directory for now; lib/storage/open.ts will choose the store from the same argument.
-  const store = new LocalStore(resolve(base))
+  const store = storeAt(/^[a-z][a-z0-9+.-]*:\/\//i.test(base) ? base : resolve(base), 'BACKUP_BASE', env)
   const result = await runPrune({ store, rules, partialAgeMs, dryRun: Boolean(flags['dry-run']), now: new Date() }, reporter)
   reporter.result({ ...result }, summaryLine(result))
 })

@@ -58,7 +58,7 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, repo
   const raw = typeof flag === 'string' ? flag : fromEnv
   const maxAgeMs = raw === undefined ? undefined : parseDuration(raw, maxAgeSource)
 
-  const result = await runStatus({ base, maxAgeMs, maxAgeSource, now: new Date() }, reporter)
+  const result = await runStatus({ base, maxAgeMs, maxAgeSource, uploadAgeMs: 24 * 3_600_000, env, now: new Date() }, reporter)
   // Thrown, not printed: runCli prints the failure, listing included, as the one JSON document.
   if (result.stale) throw objectiveMissed(result)
   reporter.result({ ...result }, summaryLine(result))

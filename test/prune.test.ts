@@ -390,6 +390,7 @@ t.test('runPrune talks to any Store: stops at the first failed deletion and repo
     kind: 's3',
     create: () => Promise.resolve(null),
     list: () => local.list(),
+    read: (name, file) => local.read(name, file),
     remove: async (entry) => {
       calls.push(entry.name)
       if (calls.length === 2) throw Object.assign(new Error('EACCES: permission denied'), { code: 'EACCES', path: entry.path })

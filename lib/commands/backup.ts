@@ -1,6 +1,6 @@
 import { readdir, stat } from 'node:fs/promises'
 import { hostname } from 'node:os'
-import { join } from 'node:path'
+import { resolve } from 'node:path'
 import { createDestination, planDestination } from '../artifact/destination.ts'
 import type { FilesystemSection } from '../artifact/manifest-tree.ts'
 import {
@@ -22,11 +22,13 @@ import { archiveTrees } from '../files/archive.ts'
 import { checkRoots } from '../files/roots.ts'
 import { digestBuffer } from '../pipeline/checksum.ts'
 import { connectionFromEnv, type PgConnection } from '../postgres/connection.ts'
-import { LocalStore } from '../storage/local.ts'
+import { parseLocation, type Location } from '../storage/location.ts'
+import { openStore } from '../storage/open.ts'
 import type { ArtifactWriter, Store } from '../storage/store.ts'
 import { TOOL } from '../version.ts'
 import type { RetentionRules } from '../policy/retention.ts'
 import { checkPostgresTools, dumpPostgres, planPostgres } from './backup-postgres.ts'
+import { copyArtifact, type CopyResult } from './copy-artifact.ts'
 import { runPrune, type PruneResult } from './prune.ts'
 
 export { planPostgres, type PostgresPlan } from './backup-postgres.ts'
@@ -48,6 +50,8 @@ export interface BackupOptions {
   recipients: Recipients | null
   /** BACKUP_ENCRYPTION=required: fail rather than write plaintext. */
   encryption: EncryptionPolicy
+  /** --copy-to LOCATION (repeatable): copy the finished artifact there and read it back. */
+  copyTo: string[]
   /** --keep-* / BACKUP_KEEP_*: prune with these rules after a successful backup; null: no pruning. */
   prune: { rules: RetentionRules; partialAgeMs: number } | null
   now: Date
@@ -63,6 +67,8 @@ export interface BackupResult {
   encryption: { scheme: 'age'; recipients: number } | null
   files: ManifestFile[]
   bytes: number
+  /** Off-site copies made after the backup (--copy-to), each read back and checked. */
+  copies: CopyResult[]
   /** What the retention run after the backup did (or, in a dry run, would do). */
   prune: PruneResult | null
   durationMs: number
@@ -114,12 +120,20 @@ export async function runBackup(opts: BackupOptions, reporter: Reporter): Promis
   if (opts.encryption === 'required' && !opts.recipients) {
     throw usageError('BACKUP_ENCRYPTION=required but no recipient is set', 'set BACKUP_AGE_RECIPIENTS or BACKUP_AGE_RECIPIENTS_FILE to the age public key(s) backups are encrypted to')
   }
-  const destination = await planDestination(opts.output)
-  const output = destination.path
+  const location = parseLocation(opts.output, '--output')
+  const copies = opts.copyTo.map((c) => {
+    const at = parseLocation(c, '--copy-to')
+    return at.kind === 'local' ? { ...at, path: resolve(at.path) } : at
+  })
+  const destination = location.kind === 'local' ? await planDestination(location.path) : null
+  const output = destination ? destination.path : (location as Extract<Location, { kind: 's3' }>).url
   const planned = artifactName(opts.now)
 
-  reporter.heading(`${opts.dryRun ? 'Backup plan (dry run)' : 'Backup'}: ${join(output, planned)}`)
-  reporter.line(`output: ${output}${destination.create.length === 0 ? '' : ` (will create ${destination.create.join(', ')}, mode 0700)`}`)
+  reporter.heading(`${opts.dryRun ? 'Backup plan (dry run)' : 'Backup'}: ${output}/${planned}`)
+  if (destination) reporter.line(`output: ${output}${destination.create.length === 0 ? '' : ` (will create ${destination.create.join(', ')}, mode 0700)`}`)
+  else reporter.line(`output: ${output} (S3; credentials, the bucket and write access are checked by the real run, not by a dry run)`)
+  for (const c of copies) reporter.line(`copy to: ${c.kind === 'local' ? c.path : c.url} (after the backup, read back and checked)`)
+  if (copies.length > 0 && location.kind !== 'local') throw usageError('--copy-to copies a local backup off-site', 'use a local --output with --copy-to s3://…, or write to the bucket directly with --output s3://… alone')
   reporter.line(
     opts.recipients
       ? `encryption: age, to ${opts.recipients.keys.length} recipient(s) from ${opts.recipients.source}`
@@ -147,24 +161,27 @@ export async function runBackup(opts: BackupOptions, reporter: Reporter): Promis
     return {
       dryRun: true,
       artifact: planned,
-      path: join(output, planned),
+      path: `${output}/${planned}`,
       postgres: pg.run ? { status: 'planned' } : pg.skipped,
       filesystem: opts.paths.length > 0 ? { status: 'planned', roots: opts.paths } : null,
       encryption: encryptionSection,
       files: [],
       bytes: 0,
-      prune: opts.prune && (await destinationExists(output)) ? await runPrune({ store: new LocalStore(output), ...opts.prune, dryRun: true, now: opts.now }, reporter) : null,
+      copies: [],
+      prune: opts.prune && (!destination || (await destinationExists(output))) ? await runPrune({ store: openStore(destination ? { kind: 'local', path: output } : location, opts.env), ...opts.prune, dryRun: true, now: opts.now }, reporter) : null,
       durationMs: Date.now() - started,
     }
   }
 
-  await createDestination(destination)
-  const mode = (await stat(output)).mode & 0o777
-  if (mode & 0o077) {
-    reporter.warn(`${output} is accessible to other users (mode ${mode.toString(8)}); run chmod 700 ${output}`)
+  if (destination) {
+    await createDestination(destination)
+    const mode = (await stat(output)).mode & 0o777
+    if (mode & 0o077) {
+      reporter.warn(`${output} is accessible to other users (mode ${mode.toString(8)}); run chmod 700 ${output}`)
+    }
+    await warnAboutLeftovers(output, reporter)
   }
-  await warnAboutLeftovers(output, reporter)
-  const store = new LocalStore(output)
+  const store = openStore(destination ? { kind: 'local', path: output } : location, opts.env)
   const { name, at, writer } = await claimName(store, opts.now)
   const release = onInterrupt(() => writer.discard())
   try {
@@ -196,12 +213,18 @@ export async function runBackup(opts: BackupOptions, reporter: Reporter): Promis
       files,
     }
     const text = serializeManifest(manifest)
+    const sum = manifestSumLine(digestBuffer(text).sha256)
     await critical(`publishing ${name}`, async () => {
-      await writer.publish(text, manifestSumLine(digestBuffer(text).sha256))
+      await writer.publish(text, sum)
       // Published: the interrupt cleanup must not remove it now.
       release()
     })
     const bytes = files.reduce((sum, f) => sum + f.size, 0)
+    // Off-site copies of the finished artifact; a failed copy fails the run (exit 1), the local artifact stays.
+    const copied: CopyResult[] = []
+    for (const c of copies) {
+      copied.push(await copyArtifact(writer.location, name, text, sum, files, openStore(c, opts.env), reporter))
+    }
     // After the new backup is complete, never before: it is the newest, so prune always keeps it.
     const pruned = opts.prune ? await runPrune({ store, ...opts.prune, dryRun: false, now: new Date() }, reporter) : null
     return {
@@ -213,6 +236,7 @@ export async function runBackup(opts: BackupOptions, reporter: Reporter): Promis
       encryption: encryptionSection,
       files,
       bytes,
+      copies: copied,
       prune: pruned,
       durationMs: Date.now() - started,
     }

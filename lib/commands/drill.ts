@@ -1,5 +1,4 @@
-import { listArtifacts, type ArtifactEntry } from '../artifact/list.ts'
-import { checkArtifactDir, resolveArtifactPath } from '../artifact/locate.ts'
+import type { ArtifactEntry } from '../artifact/list.ts'
 import { verifyArtifact, type VerifiedArtifact } from '../artifact/verify.ts'
 import { checkRowCounts, runOperatorChecks, validateCheckSpec } from '../checks/index.ts'
 import type { CheckResult, CheckSpec } from '../checks/types.ts'
@@ -15,6 +14,7 @@ import { defaultJobs } from './restore-postgres.ts'
 import { derivedDatabaseName } from '../postgres/derived-name.ts'
 import { restoreIntoNewDatabase, type RestoredDatabase } from '../postgres/restore-new.ts'
 import { checkArchive, type DumpSource } from '../postgres/restore.ts'
+import { localArtifact, storeAt, type LocalArtifact } from './artifact-location.ts'
 import { describeEncryption, dumpSource, unlockArtifact } from './artifact-sources.ts'
 import { databaseExists } from '../postgres/server.ts'
 
@@ -48,9 +48,9 @@ const NO_RPO: RpoMeasure = { newestAgeMs: null, newest: null, largestGapMs: null
 /** What a drill rehearses and RPO counts: complete artifacts that hold a database dump (one without restores nothing). */
 const restorable = (a: ArtifactEntry) => a.kind === 'complete' && a.database !== null && a.createdAt !== null
 
-async function measureRpo(base: string | undefined, now: Date, windowMs: number): Promise<RpoMeasure> {
+async function measureRpo(base: string | undefined, now: Date, windowMs: number, env: NodeJS.ProcessEnv): Promise<RpoMeasure> {
   if (!base) return NO_RPO
-  const complete = (await listArtifacts(base)).filter(restorable)
+  const complete = (await storeAt(base, 'BACKUP_BASE', env).list()).filter(restorable)
   return rpoFromBackups(
     complete.map((a) => ({ name: a.name, createdAt: a.createdAt! })),
     now,
@@ -58,16 +58,15 @@ async function measureRpo(base: string | undefined, now: Date, windowMs: number)
   )
 }
 
-async function locate(opts: DrillOptions): Promise<string> {
-  if (opts.artifact !== undefined) {
-    const path = resolveArtifactPath(opts.artifact, opts.backupBase)
-    await checkArtifactDir(path, opts.backupBase)
-    return path
-  }
+/** The named artifact, or the newest restorable one in BACKUP_BASE; downloaded first when it is in a bucket. */
+async function locate(opts: DrillOptions, reporter: Reporter): Promise<LocalArtifact> {
+  if (opts.artifact !== undefined) return localArtifact(opts.artifact, opts.backupBase, opts.env, opts.stagingDir, reporter)
   if (!opts.backupBase) throw usageError('BACKUP_BASE is not set', 'set BACKUP_BASE to the backup directory, or name an artifact path')
-  const newest = (await listArtifacts(opts.backupBase)).find(restorable)
+  const store = storeAt(opts.backupBase, 'BACKUP_BASE', opts.env)
+  const newest = (await store.list()).find(restorable)
   if (!newest) throw inputError(`no complete backup with a database dump in ${opts.backupBase}`, 'run backup.sh with the dump enabled first, or check BACKUP_BASE')
-  return newest.path
+  if (store.kind === 'local') return { path: newest.path, origin: newest.path, cleanup: async () => {} }
+  return localArtifact(newest.name, opts.backupBase, opts.env, opts.stagingDir, reporter)
 }
 
 /** The first failure decides the exit code: a broken drill before a failed check before a missed objective. */
@@ -90,6 +89,7 @@ export async function runDrill(opts: DrillOptions, reporter: Reporter): Promise<
   const conn = connectionFromEnv(opts.env)
   let artifact: VerifiedArtifact | undefined
   let path: string | null = null
+  let located: LocalArtifact | undefined
   let scratch: string | null = null
   let restored: RestoredDatabase | undefined
   let checks: CheckResult[] = []
@@ -100,13 +100,14 @@ export async function runDrill(opts: DrillOptions, reporter: Reporter): Promise<
 
   let identity: string | undefined
   try {
-    path = await clock.run('locate', async () => {
-      rpo = await measureRpo(opts.backupBase, opts.now, opts.windowMs)
-      return locate(opts)
+    located = await clock.run('locate', async () => {
+      rpo = await measureRpo(opts.backupBase, opts.now, opts.windowMs, opts.env)
+      return locate(opts, reporter)
     })
+    path = located.origin
     reporter.heading(`${opts.dryRun ? 'Drill (dry run: verify only)' : 'Drill'}: ${path}`)
     artifact = await clock.run('verify', async () => {
-      const verified = await verifyArtifact(path!, reporter)
+      const verified = await verifyArtifact(located!.path, reporter)
       if (opts.dryRun) describeEncryption(verified, reporter)
       else identity = await unlockArtifact(verified, opts.env, reporter)
       const dump = dumpOf(verified, identity)
@@ -164,6 +165,7 @@ export async function runDrill(opts: DrillOptions, reporter: Reporter): Promise<
     error = err instanceof DrError ? err : runtimeError(`drill failed: ${(err as Error)?.message ?? String(err)}`)
   } finally {
     await artifact?.close()
+    await located?.cleanup()
   }
 
   if (restored) {

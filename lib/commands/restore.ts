@@ -1,10 +1,10 @@
-import { checkArtifactDir, resolveArtifactPath } from '../artifact/locate.ts'
 import { verifyArtifact } from '../artifact/verify.ts'
 import { validateCheckSpec } from '../checks/index.ts'
 import type { CheckResult } from '../checks/types.ts'
 import { DrError, inputError, usageError } from '../cli/errors.ts'
 import type { Reporter } from '../cli/report.ts'
 import { describeEncryption, dumpSource, rolesSource, unlockArtifact } from './artifact-sources.ts'
+import { localArtifact } from './artifact-location.ts'
 import { restoreFiles, type FilesRestoreResult } from './restore-files.ts'
 import { restorePostgres, type PostgresRestoreOptions, type PostgresRestoreResult } from './restore-postgres.ts'
 
@@ -37,10 +37,13 @@ export async function runRestore(opts: RestoreOptions, reporter: Reporter): Prom
   if (opts.checks) validateCheckSpec(opts.checks)
   if (opts.checks && !opts.restorePostgres) throw usageError('checks run against a restored database', 'set RESTORE_POSTGRES=true, or drop the --check options')
   if (opts.filesTarget !== undefined && !opts.restoreFiles) throw usageError('--target places restored files', 'set RESTORE_FILES=true as well, or drop --target')
-  const path = resolveArtifactPath(opts.artifact, opts.backupBase)
-  await checkArtifactDir(path, opts.backupBase)
+  const located = await localArtifact(opts.artifact, opts.backupBase, opts.env, opts.stagingDir, reporter)
+  const path = located.origin
   reporter.heading(`${opts.dryRun ? 'Restore plan (dry run)' : 'Restore'}: ${path}`)
-  const artifact = await verifyArtifact(path, reporter)
+  const artifact = await verifyArtifact(located.path, reporter).catch(async (err: unknown) => {
+    await located.cleanup()
+    throw err
+  })
   try {
     const { manifest } = artifact
     reporter.line(`artifact: ${manifest.artifact}, taken ${manifest.createdAt} on ${manifest.hostname}`)
@@ -96,5 +99,6 @@ export async function runRestore(opts: RestoreOptions, reporter: Reporter): Prom
     return result
   } finally {
     await artifact.close()
+    await located.cleanup()
   }
 }

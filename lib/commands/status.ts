@@ -1,5 +1,7 @@
 import { resolve } from 'node:path'
-import { listArtifacts, type ArtifactEntry } from '../artifact/list.ts'
+import type { ArtifactEntry } from '../artifact/list.ts'
+import { S3Store } from '../storage/s3.ts'
+import { storeAt } from './artifact-location.ts'
 import { DrError } from '../cli/errors.ts'
 import { escapeControl, quoteValue } from '../cli/escape.ts'
 import { formatBytes, type Reporter } from '../cli/report.ts'
@@ -7,8 +9,11 @@ import { formatDuration } from '../policy/duration.ts'
 import { judge, rpoFromBackups } from '../policy/objectives.ts'
 
 export interface StatusOptions {
-  /** The backup directory (BACKUP_BASE or the positional argument). */
+  /** The backup directory or s3:// location (BACKUP_BASE or the positional argument). */
   base: string
+  /** Multipart uploads in a bucket older than this are reported as left behind by interrupted runs. */
+  uploadAgeMs: number
+  env: NodeJS.ProcessEnv
   /** The newest complete backup must be at most this old; undefined: no objective, report only. */
   maxAgeMs: number | undefined
   /** Where the limit came from, for the message: `--max-age` or `DR_RPO_TARGET`. */
@@ -35,6 +40,8 @@ export interface StatusEntry {
 
 export interface StatusResult {
   base: string
+  /** Unfinished multipart uploads in a bucket, from interrupted runs; always empty for a directory. */
+  staleUploads: { key: string; initiated: string | null }[]
   /** Newest COMPLETE artifact; partial and damaged ones restore nothing. */
   newest: string | null
   newestAgeMs: number | null
@@ -111,8 +118,11 @@ export function formatTable(entries: readonly StatusEntry[]): string[] {
 
 /** Lists BACKUP_BASE and reports it; decides staleness but does not throw for it (see objectiveMissed). */
 export async function runStatus(opts: StatusOptions, reporter: Reporter): Promise<StatusResult> {
-  const base = resolve(opts.base)
-  const entries = await listArtifacts(base)
+  const store = storeAt(opts.base, 'BACKUP_BASE', opts.env)
+  const base = store.kind === 'local' ? resolve(opts.base) : store.url
+  const entries = await store.list()
+  // A bucket also collects multipart uploads that no backup will finish (a killed run): they cost money, list them.
+  const staleUploads = store instanceof S3Store ? (await store.staleUploads(opts.uploadAgeMs)).map((u) => ({ key: u.key, initiated: u.initiated?.toISOString() ?? null })) : []
   const { newest, newestAgeMs, stale } = freshness(entries, opts.now, opts.maxAgeMs)
   const all = entries.map((e) => toStatusEntry(e, opts.now))
 
@@ -131,8 +141,11 @@ export async function runStatus(opts: StatusOptions, reporter: Reporter): Promis
     }
   }
 
+  for (const u of staleUploads) reporter.warn(`unfinished multipart upload ${quoteValue(u.key)} (started ${u.initiated ?? 'at an unknown time'}): from an interrupted backup; prune.sh aborts it`)
+
   return {
     base,
+    staleUploads,
     newest,
     newestAgeMs,
     artifacts: all.filter((e) => e.kind !== 'partial'),

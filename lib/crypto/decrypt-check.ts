@@ -1,9 +1,8 @@
-import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { VerifiedFile } from '../artifact/verified-file.ts'
 import { verificationError, type DrError } from '../cli/errors.ts'
 import { oneLine } from '../cli/redact.ts'
-import { DigestMismatch, verifiedBytes } from '../pipeline/checksum.ts'
+import { DigestMismatch, streamOf, verifiedBytes } from '../pipeline/checksum.ts'
 import { decoder, type Decoding } from '../pipeline/decode.ts'
 import { decryptionFailure } from './age.ts'
 
@@ -28,7 +27,7 @@ export async function decodeVerified(file: VerifiedFile, decoding: Decoding, env
       throw err
     }
   })()
-  const [fed, read, exit] = await Promise.all([settle(pipeline(Readable.from(bytes), tool.stdin!)), settle(drained), tool.exited])
+  const [fed, read, exit] = await Promise.all([settle(pipeline(streamOf(bytes), tool.stdin!)), settle(drained), tool.exited])
   if (fed instanceof DigestMismatch) throw changed(file.name)
   if (exit !== 0) throw decodeFailure(tool.stderr(), file.name, decoding, exit)
   if (read) throw read

@@ -1,11 +1,10 @@
 import { mkdir } from 'node:fs/promises'
-import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { VerifiedFile } from '../artifact/verified-file.ts'
 import { runtimeError, verificationError } from '../cli/errors.ts'
 import { oneLine } from '../cli/redact.ts'
 import { decodeFailure } from '../crypto/decrypt-check.ts'
-import { DigestMismatch, verifiedBytes } from '../pipeline/checksum.ts'
+import { DigestMismatch, streamOf, verifiedBytes } from '../pipeline/checksum.ts'
 import { decoder, type Decoding } from '../pipeline/decode.ts'
 import { spawnTool, type Tool } from '../pipeline/spawn.ts'
 import { writeAll } from '../pipeline/write-all.ts'
@@ -60,7 +59,7 @@ export async function extractArchive(
   const guard = new PathGuard(plans.map((p) => p.root))
   const unpack = decoder(decoding, env)
   const bytes = verifiedBytes(archive.handle, archive.digest, () => unpack.kill('SIGKILL'), onProgress)
-  const fed = pipeline(Readable.from(bytes), unpack.stdin!).then(
+  const fed = pipeline(streamOf(bytes), unpack.stdin!).then(
     () => undefined,
     (err: unknown) => err,
   )

@@ -4,7 +4,7 @@ import { pipeline } from 'node:stream/promises'
 import type { VerifiedFile } from '../artifact/verified-file.ts'
 import { verificationError } from '../cli/errors.ts'
 import { decodeFailure } from '../crypto/decrypt-check.ts'
-import { DigestMismatch, verifiedBytes } from '../pipeline/checksum.ts'
+import { DigestMismatch, streamOf, verifiedBytes } from '../pipeline/checksum.ts'
 import { decoder, needsDecoding, type Decoding } from '../pipeline/decode.ts'
 import { readIndex, type IndexEntry } from './file-index.ts'
 
@@ -24,7 +24,7 @@ export async function* indexEntries(file: VerifiedFile, decoding: Decoding, env:
     const tool = decoder(decoding, env)
     stopDecoder = () => tool.kill('SIGKILL')
     plain = tool.stdout!
-    const fed = pipeline(Readable.from(bytes), tool.stdin!).then(
+    const fed = pipeline(streamOf(bytes), tool.stdin!).then(
       () => undefined,
       (err: unknown) => err,
     )
@@ -35,7 +35,7 @@ export async function* indexEntries(file: VerifiedFile, decoding: Decoding, env:
       if (feedError) throw feedError
     })()
   } else {
-    plain = Readable.from(bytes)
+    plain = streamOf(bytes)
     finished = new Promise((resolve, reject) => {
       plain.on('end', resolve)
       plain.on('error', (err) => reject(err instanceof DigestMismatch ? changed(file.name) : err))

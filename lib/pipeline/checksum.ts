@@ -1,6 +1,6 @@
 import { createHash, type Hash } from 'node:crypto'
 import type { FileHandle } from 'node:fs/promises'
-import { Transform, type TransformCallback } from 'node:stream'
+import { Readable, Transform, type TransformCallback } from 'node:stream'
 
 export interface Digest {
   sha256: string
@@ -131,4 +131,12 @@ export async function* verifiedBytes(
     throw new DigestMismatch(actual)
   }
   for (const chunk of held) yield chunk
+}
+
+/**
+ * A stream of verified chunks. Readable.from would read 16 chunks (16 MiB)
+ * ahead of a slow consumer; two are enough to keep a pipe full.
+ */
+export function streamOf(chunks: AsyncIterable<Buffer>): Readable {
+  return Readable.from(chunks, { highWaterMark: 2 })
 }

@@ -1,10 +1,10 @@
 import { createWriteStream, type WriteStream } from 'node:fs'
-import { Readable, Transform, Writable, type TransformCallback } from 'node:stream'
+import { Transform, Writable, type TransformCallback } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { VerifiedFile } from '../artifact/verified-file.ts'
 import { DrError, runtimeError, verificationError } from '../cli/errors.ts'
 import { oneLine, redact } from '../cli/redact.ts'
-import { DigestMismatch, readRange, verifiedBytes } from '../pipeline/checksum.ts'
+import { DigestMismatch, readRange, streamOf, verifiedBytes } from '../pipeline/checksum.ts'
 import { spawnTool, type Tool } from '../pipeline/spawn.ts'
 import { decoder, needsDecoding, type Decoding } from '../pipeline/decode.ts'
 import { writeAll } from '../pipeline/write-all.ts'
@@ -51,10 +51,10 @@ async function feed(
   taps: Transform[] = [],
 ): Promise<unknown> {
   const settle = (p: Promise<unknown>) => p.then(() => undefined, (err: unknown) => err)
-  if (!needsDecoding(source)) return settle(pipeline([Readable.from(bytes), ...taps, sink]))
+  if (!needsDecoding(source)) return settle(pipeline([streamOf(bytes), ...taps, sink]))
   const z = unzip ?? decoder(source, env)
   const [inErr, outErr, exit] = await Promise.all([
-    settle(pipeline(Readable.from(bytes), z.stdin!)),
+    settle(pipeline(streamOf(bytes), z.stdin!)),
     settle(pipeline([z.stdout!, ...taps, sink])),
     z.exited.catch((err: unknown) => err),
   ])

@@ -7,6 +7,7 @@ import { listArtifacts, type ArtifactEntry } from '../artifact/list.ts'
 import { exists, fsyncDir, fsyncFile, publishDir, writeFileSynced } from '../artifact/durable.ts'
 import { MANIFEST_FILE, MANIFEST_SUM_FILE, partialName } from '../artifact/naming.ts'
 import { runtimeError } from '../cli/errors.ts'
+import { openRegular } from '../artifact/open.ts'
 import type { ArtifactWriter, Store } from './store.ts'
 
 /**
@@ -33,6 +34,11 @@ export class LocalStore implements Store {
 
   list(): Promise<ArtifactEntry[]> {
     return listArtifacts(this.url)
+  }
+
+  async read(name: string, file: string): Promise<Readable> {
+    const handle = await openRegular(join(this.url, name, file), file)
+    return handle.createReadStream({ highWaterMark: 1024 * 1024 })
   }
 
   async remove(entry: ArtifactEntry): Promise<void> {

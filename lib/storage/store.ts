@@ -29,6 +29,9 @@ export interface Store {
    * whole (on S3 its unfinished multipart uploads are aborted too).
    */
   remove(entry: ArtifactEntry): Promise<void>
+
+  /** One file of an artifact, streamed (reading a copy back to check it, downloading for a restore). */
+  read(name: string, file: string): Promise<Readable>
 }
 
 export interface ArtifactWriter {
