@@ -67,7 +67,7 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, repo
     throw usageError('BACKUP_BASE is not set', 'set BACKUP_BASE to the backup directory, or pass it: prune.sh --keep-daily 7 /path/to/backups')
   }
 
-  const store = storeAt(/^[a-z][a-z0-9+.-]*:\/\//i.test(base) ? base : resolve(base), 'BACKUP_BASE', env)
+  const store = await storeAt(/^[a-z][a-z0-9+.-]*:\/\//i.test(base) ? base : resolve(base), 'BACKUP_BASE', env)
   const result = await runPrune({ store, rules, partialAgeMs, dryRun: Boolean(flags['dry-run']), now: new Date() }, reporter)
   reporter.result({ ...result }, summaryLine(result))
 })

@@ -252,7 +252,7 @@ if (fx) {
     t.equal((missing as DrError).exitCode, 4, "a missing file is the artifact's fault, as for a directory")
     t.match((missing as DrError).message, /nope is missing from the artifact/)
 
-    const viaOpen = openStore(parseLocation(`s3://${bucket}/roundtrip/`, '--output'), fx.env)
+    const viaOpen = await openStore(parseLocation(`s3://${bucket}/roundtrip/`, '--output'), fx.env)
     t.equal(viaOpen.kind, 's3')
     t.equal(viaOpen.url, `s3://${bucket}/roundtrip`)
     t.same((await viaOpen.list()).map((x) => x.kind), ['complete'], 'openStore reaches the same artifacts')
@@ -463,7 +463,7 @@ if (fx) {
 
   t.test('a missing bucket: exit 3 naming the bucket', async (t) => {
     const missing = `cdr-missing-${randomBytes(4).toString('hex')}`
-    const store = openStore(parseLocation(`s3://${missing}/p`, '--output'), fx.env)
+    const store = await openStore(parseLocation(`s3://${missing}/p`, '--output'), fx.env)
     for (const op of [() => store.list(), () => store.create(NAME)]) {
       const err = await rejection(op())
       t.ok(err instanceof DrError, String(err))
@@ -473,7 +473,7 @@ if (fx) {
   })
 
   t.test('an endpoint that refuses connections: exit 1 naming it', async (t) => {
-    const store = openStore(parseLocation(`s3://${bucket}`, '--output'), { ...fx.env, AWS_ENDPOINT_URL: 'http://127.0.0.1:1', AWS_MAX_ATTEMPTS: '1' })
+    const store = await openStore(parseLocation(`s3://${bucket}`, '--output'), { ...fx.env, AWS_ENDPOINT_URL: 'http://127.0.0.1:1', AWS_MAX_ATTEMPTS: '1' })
     const err = await rejection(store.list())
     t.ok(err instanceof DrError, String(err))
     t.equal((err as DrError).exitCode, 1)

@@ -14,7 +14,7 @@ import type { S3Store } from '../storage/s3.ts'
 import type { Store } from '../storage/store.ts'
 
 /** The store BACKUP_BASE (or a positional directory) names: a local directory or an s3:// bucket. */
-export function storeAt(base: string, what: string, env: NodeJS.ProcessEnv): Store {
+export function storeAt(base: string, what: string, env: NodeJS.ProcessEnv): Promise<Store> {
   return openStore(parseLocation(base, what), env)
 }
 
@@ -63,7 +63,7 @@ export async function localArtifact(
     await checkArtifactDir(path, backupBase)
     return { path, origin: path, cleanup: async () => {} }
   }
-  const store = storeAt(s3.base, 'BACKUP_BASE', env) as unknown as S3Store
+  const store = (await storeAt(s3.base, 'BACKUP_BASE', env)) as S3Store
   if (isPartialName(s3.name)) throw inputError(`${s3.name} is an incomplete backup from an interrupted run and cannot be restored`, 'choose a completed artifact')
   if (!isArtifactName(s3.name)) throw usageError(`${quoteValue(s3.name)} is not an artifact name`, 'artifact names look like conductor-backup-YYYYMMDDTHHMMSSZ')
   const origin = `${store.url}/${s3.name}`

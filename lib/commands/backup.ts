@@ -168,7 +168,7 @@ export async function runBackup(opts: BackupOptions, reporter: Reporter): Promis
       files: [],
       bytes: 0,
       copies: [],
-      prune: opts.prune && (!destination || (await destinationExists(output))) ? await runPrune({ store: openStore(destination ? { kind: 'local', path: output } : location, opts.env), ...opts.prune, dryRun: true, now: opts.now }, reporter) : null,
+      prune: opts.prune && (!destination || (await destinationExists(output))) ? await runPrune({ store: await openStore(destination ? { kind: 'local', path: output } : location, opts.env), ...opts.prune, dryRun: true, now: opts.now }, reporter) : null,
       durationMs: Date.now() - started,
     }
   }
@@ -181,7 +181,7 @@ export async function runBackup(opts: BackupOptions, reporter: Reporter): Promis
     }
     await warnAboutLeftovers(output, reporter)
   }
-  const store = openStore(destination ? { kind: 'local', path: output } : location, opts.env)
+  const store = await openStore(destination ? { kind: 'local', path: output } : location, opts.env)
   const { name, at, writer } = await claimName(store, opts.now)
   const release = onInterrupt(() => writer.discard())
   try {
@@ -223,7 +223,7 @@ export async function runBackup(opts: BackupOptions, reporter: Reporter): Promis
     // Off-site copies of the finished artifact; a failed copy fails the run (exit 1), the local artifact stays.
     const copied: CopyResult[] = []
     for (const c of copies) {
-      copied.push(await copyArtifact(writer.location, name, text, sum, files, openStore(c, opts.env), reporter))
+      copied.push(await copyArtifact(writer.location, name, text, sum, files, await openStore(c, opts.env), reporter))
     }
     // After the new backup is complete, never before: it is the newest, so prune always keeps it.
     const pruned = opts.prune ? await runPrune({ store, ...opts.prune, dryRun: false, now: new Date() }, reporter) : null

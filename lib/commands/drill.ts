@@ -50,7 +50,7 @@ const restorable = (a: ArtifactEntry) => a.kind === 'complete' && a.database !==
 
 async function measureRpo(base: string | undefined, now: Date, windowMs: number, env: NodeJS.ProcessEnv): Promise<RpoMeasure> {
   if (!base) return NO_RPO
-  const complete = (await storeAt(base, 'BACKUP_BASE', env).list()).filter(restorable)
+  const complete = (await (await storeAt(base, 'BACKUP_BASE', env)).list()).filter(restorable)
   return rpoFromBackups(
     complete.map((a) => ({ name: a.name, createdAt: a.createdAt! })),
     now,
@@ -62,7 +62,7 @@ async function measureRpo(base: string | undefined, now: Date, windowMs: number,
 async function locate(opts: DrillOptions, reporter: Reporter): Promise<LocalArtifact> {
   if (opts.artifact !== undefined) return localArtifact(opts.artifact, opts.backupBase, opts.env, opts.stagingDir, reporter)
   if (!opts.backupBase) throw usageError('BACKUP_BASE is not set', 'set BACKUP_BASE to the backup directory, or name an artifact path')
-  const store = storeAt(opts.backupBase, 'BACKUP_BASE', opts.env)
+  const store = await storeAt(opts.backupBase, 'BACKUP_BASE', opts.env)
   const newest = (await store.list()).find(restorable)
   if (!newest) throw inputError(`no complete backup with a database dump in ${opts.backupBase}`, 'run backup.sh with the dump enabled first, or check BACKUP_BASE')
   if (store.kind === 'local') return { path: newest.path, origin: newest.path, cleanup: async () => {} }

@@ -2,7 +2,7 @@ import { mkdir } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import type { FilesystemSection } from '../artifact/manifest-tree.ts'
 import type { VerifiedArtifact } from '../artifact/verify.ts'
-import { inputError, verificationError } from '../cli/errors.ts'
+import { DrError, inputError, verificationError } from '../cli/errors.ts'
 import { quoteValue } from '../cli/escape.ts'
 import { formatBytes, type Reporter } from '../cli/report.ts'
 import { critical, onInterrupt } from '../cli/signals.ts'
@@ -10,7 +10,7 @@ import { fromSystemError } from '../cli/system-errors.ts'
 import type { Decoding } from '../pipeline/decode.ts'
 import { extractArchive } from '../files/extract.ts'
 import { indexEntries } from '../files/index-stream.ts'
-import { discardStaging, placeRoot, type Placed } from '../files/place.ts'
+import { discardStaging, leftoverStaging, placeRoot, type Placed } from '../files/place.ts'
 import { inspectRoots, planRoots, type RootPlan } from '../files/restore-plan.ts'
 import { PathGuard } from '../files/safe-paths.ts'
 import { verifyStaged } from '../files/verify-tree.ts'
@@ -67,57 +67,82 @@ function describePlan(plan: RootPlan): string {
   return `${into} (replaces the existing ${plan.existing}, which is kept as ${plan.keepAside})`
 }
 
+/** What prepareFilesRestore established: the plan, checked, before anything is written. */
+export interface PreparedFiles {
+  plans: RootPlan[]
+  section: FilesystemSection
+  archiveDecoding: Decoding
+  indexDecoding: Decoding
+  /** The index could be read and its paths were checked (false only in a dry run of an encrypted artifact). */
+  indexChecked: boolean
+}
+
 /**
- * RESTORE_FILES=true: the application's files, verified twice over — the
- * archive against its checksum before anything starts, every member
- * against the index as it is extracted into staging directories beside the
- * destinations, every staged file against the index once written — and
- * only then moved into place, with whatever they replace kept aside.
+ * Everything that can refuse a files restore, done before the restore
+ * touches anything (the database included, when both are restored): the
+ * destinations are inspected, and every path in the index is checked for
+ * escapes and counted against the manifest.
  */
-export async function restoreFiles(
+export async function prepareFilesRestore(
   opts: FilesRestoreOptions,
   section: FilesystemSection,
   artifact: VerifiedArtifact,
   identity: string | undefined,
   reporter: Reporter,
-): Promise<FilesRestoreResult> {
+): Promise<PreparedFiles> {
   const plans = await inspectRoots(planRoots(section, opts.target, opts.now))
-  const archive = artifact.files.get(section.archive)!
-  const index = artifact.files.get(section.index)!
   const archiveDecoding = decodingOf(artifact, section.archive, 'zstd', identity)
   const indexDecoding = decodingOf(artifact, section.index, undefined, identity)
-  const outcome = (plan: RootPlan, placed?: Placed): RootOutcome => ({
-    root: plan.root,
-    destination: plan.destination,
-    existing: plan.existing,
-    keptAside: placed ? placed.keptAside : plan.existing === 'none' ? null : plan.keepAside,
-  })
   for (const plan of plans) {
     if (plan.existing === 'symlink' || plan.existing === 'other') {
       throw inputError(`${quoteValue(plan.destination)} is a ${plan.existing === 'symlink' ? 'symlink' : 'special file'}; restoring over it is refused`, 'move it away, or restore with --target DIR')
     }
+    if (plan.mountPoint) {
+      throw inputError(`${quoteValue(plan.destination)} is a mount point; a restore swaps whole directories and cannot move it aside`, 'restore with --target DIR and copy the files in, or unmount it first')
+    }
+    for (const left of await leftoverStaging(plan)) reporter.warn(`leftover staging directory from an interrupted restore: ${quoteValue(left)} (not used; remove it with rm -rf)`)
   }
   reporter.line(`files: ${section.entries} entries, ${formatBytes(section.bytes)} in ${section.roots.length} path(s)`)
   for (const plan of plans) reporter.line(`files: ${opts.dryRun ? 'would restore' : 'restore'} ${describePlan(plan)}`)
-
-  const encryptedIndex = indexDecoding.identity !== undefined || artifact.manifest.files.find((f) => f.path === section.index)?.encryption === 'age'
-  if (opts.dryRun) {
-    if (encryptedIndex) reporter.line('files: the index is encrypted; its paths are checked with the key, before anything is written')
-    else {
-      await checkIndex(indexEntries(index, indexDecoding, opts.env), section)
-      reporter.line('files: every path in the index stays inside its destination')
-    }
-    reporter.line('dry run: nothing was changed')
-    return { status: 'planned', roots: plans.map((p) => outcome(p)), entries: section.entries, bytes: section.bytes }
+  const encryptedIndex = artifact.manifest.files.find((f) => f.path === section.index)?.encryption === 'age'
+  if (encryptedIndex && indexDecoding.identity === undefined) {
+    reporter.line('files: the index is encrypted; its paths are checked with the key, before anything is written')
+    return { plans, section, archiveDecoding, indexDecoding, indexChecked: false }
   }
+  await checkIndex(indexEntries(artifact.files.get(section.index)!, indexDecoding, opts.env), section)
+  reporter.line('files: every path in the index stays inside its destination')
+  return { plans, section, archiveDecoding, indexDecoding, indexChecked: true }
+}
 
-  await checkIndex(indexEntries(index, indexDecoding, opts.env), section)
+const outcome = (plan: RootPlan, placed?: Placed): RootOutcome => ({
+  root: plan.root,
+  destination: plan.destination,
+  existing: plan.existing,
+  keptAside: placed ? placed.keptAside : plan.existing === 'none' ? null : plan.keepAside,
+})
+
+export function plannedFiles(prepared: PreparedFiles): FilesRestoreResult {
+  return { status: 'planned', roots: prepared.plans.map((p) => outcome(p)), entries: prepared.section.entries, bytes: prepared.section.bytes }
+}
+
+/**
+ * RESTORE_FILES=true: the application's files, verified twice over — every
+ * member against the index as it is extracted into staging directories
+ * beside the destinations, every staged file against the index once
+ * written — and only then moved into place, with whatever they replace
+ * kept aside.
+ */
+export async function applyFilesRestore(opts: FilesRestoreOptions, prepared: PreparedFiles, artifact: VerifiedArtifact, reporter: Reporter): Promise<FilesRestoreResult> {
+  const { plans, section, archiveDecoding, indexDecoding } = prepared
+  const archive = artifact.files.get(section.archive)!
+  const index = artifact.files.get(section.index)!
   for (const plan of plans) {
     await mkdir(dirname(plan.destination), { recursive: true, mode: 0o700 }).catch((err: unknown) => {
       throw fromSystemError(err) ?? err
     })
   }
   const release = onInterrupt(() => discardStaging(plans))
+  const placed: Placed[] = []
   try {
     const entries = indexEntries(index, indexDecoding, opts.env)[Symbol.asyncIterator]()
     await extractArchive(archive, archiveDecoding, plans, entries, opts.env, (bytes) => reporter.progress('extracting files', bytes))
@@ -125,18 +150,23 @@ export async function restoreFiles(
     const checked = await verifyStaged(plans, indexEntries(index, indexDecoding, opts.env), (bytes) => reporter.progress('verifying restored files', bytes))
     reporter.endProgress()
     reporter.line(`files: ${checked.entries} entries restored and verified against the index (${formatBytes(checked.bytes)})`)
-    const placed = await critical('moving restored files into place', async () => {
-      const done: Placed[] = []
-      for (const plan of plans) done.push(await placeRoot(plan))
+    await critical('moving restored files into place', async () => {
+      for (const plan of plans) {
+        const p = await placeRoot(plan)
+        placed.push(p)
+        reporter.line(`files: ${p.destination} restored${p.keptAside ? `; what it held is kept as ${p.keptAside}` : ''}`)
+      }
       release()
-      return done
     })
-    for (const p of placed) reporter.line(`files: ${p.destination} restored${p.keptAside ? `; what it held is kept as ${p.keptAside}` : ''}`)
     return { status: 'restored', roots: plans.map((p, i) => outcome(p, placed[i])), entries: checked.entries, bytes: checked.bytes }
   } catch (err) {
     reporter.endProgress()
     release()
     await discardStaging(plans)
+    if (placed.length > 0 && err instanceof DrError) {
+      // Some paths were already swapped in: say which, so the operator knows the state of each.
+      throw new DrError(err.kind, `${err.message} (already restored: ${placed.map((p) => p.destination).join(', ')}; the rest were left as they were)`, err.fix, err.details)
+    }
     throw err
   }
 }

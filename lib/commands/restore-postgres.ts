@@ -147,7 +147,6 @@ export async function restorePostgres(
   }
   const rolesCreated = await ensureRoles(conn, roles, opts.dryRun, reporter)
   if (opts.dryRun) {
-    reporter.line('dry run: nothing was changed')
     return { postgres: { status: 'planned', database, mode, rolesCreated }, checks: [] }
   }
 

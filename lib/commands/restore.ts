@@ -5,7 +5,7 @@ import { DrError, inputError, usageError } from '../cli/errors.ts'
 import type { Reporter } from '../cli/report.ts'
 import { describeEncryption, dumpSource, rolesSource, unlockArtifact } from './artifact-sources.ts'
 import { localArtifact } from './artifact-location.ts'
-import { restoreFiles, type FilesRestoreResult } from './restore-files.ts'
+import { applyFilesRestore, plannedFiles, prepareFilesRestore, type FilesRestoreResult } from './restore-files.ts'
 import { restorePostgres, type PostgresRestoreOptions, type PostgresRestoreResult } from './restore-postgres.ts'
 
 export interface RestoreOptions extends PostgresRestoreOptions {
@@ -62,6 +62,9 @@ export async function runRestore(opts: RestoreOptions, reporter: Reporter): Prom
     }
     // The key is proven before anything is touched; a dry run needs none.
     const identity = !opts.dryRun && (opts.restorePostgres || opts.restoreFiles) ? await unlockArtifact(artifact, opts.env, reporter) : undefined
+    const filesOptions = { dryRun: opts.dryRun, target: opts.filesTarget, env: opts.env, now: opts.now }
+    // Everything that can refuse the files is checked before the database is touched.
+    const preparedFiles = opts.restoreFiles && manifest.filesystem ? await prepareFilesRestore(filesOptions, manifest.filesystem, artifact, identity, reporter) : null
 
     if (opts.restorePostgres && manifest.postgres.status === 'dumped') {
       const outcome = await restorePostgres(opts, manifest.postgres, dumpSource(artifact, manifest.postgres, identity), rolesSource(artifact, manifest.postgres, identity), reporter)
@@ -69,10 +72,10 @@ export async function runRestore(opts: RestoreOptions, reporter: Reporter): Prom
       checks = outcome.checks
     } else reporter.line(`postgres: skipped — ${(postgres as Skipped).reason}`)
     const failed = checks.filter((c) => !c.ok)
-    if (opts.restoreFiles && manifest.filesystem && failed.length === 0) {
-      files = await restoreFiles({ dryRun: opts.dryRun, target: opts.filesTarget, env: opts.env, now: opts.now }, manifest.filesystem, artifact, identity, reporter)
+    if (preparedFiles && failed.length === 0) {
+      files = opts.dryRun ? plannedFiles(preparedFiles) : await applyFilesRestore(filesOptions, preparedFiles, artifact, reporter)
     } else if (manifest.filesystem) reporter.line(`files: skipped — ${failed.length > 0 ? 'the database checks failed' : (files as Skipped).reason}`)
-    if (opts.dryRun && !opts.restorePostgres && !opts.restoreFiles) reporter.line('dry run: nothing was changed')
+    if (opts.dryRun) reporter.line('dry run: nothing was changed')
 
     const result: RestoreResult = {
       dryRun: opts.dryRun,

@@ -1,6 +1,6 @@
 import { resolve } from 'node:path'
 import type { ArtifactEntry } from '../artifact/list.ts'
-import { S3Store } from '../storage/s3.ts'
+import type { S3Store } from '../storage/s3.ts'
 import { storeAt } from './artifact-location.ts'
 import { DrError } from '../cli/errors.ts'
 import { escapeControl, quoteValue } from '../cli/escape.ts'
@@ -118,11 +118,11 @@ export function formatTable(entries: readonly StatusEntry[]): string[] {
 
 /** Lists BACKUP_BASE and reports it; decides staleness but does not throw for it (see objectiveMissed). */
 export async function runStatus(opts: StatusOptions, reporter: Reporter): Promise<StatusResult> {
-  const store = storeAt(opts.base, 'BACKUP_BASE', opts.env)
+  const store = await storeAt(opts.base, 'BACKUP_BASE', opts.env)
   const base = store.kind === 'local' ? resolve(opts.base) : store.url
   const entries = await store.list()
   // A bucket also collects multipart uploads that no backup will finish (a killed run): they cost money, list them.
-  const staleUploads = store instanceof S3Store ? (await store.staleUploads(opts.uploadAgeMs)).map((u) => ({ key: u.key, initiated: u.initiated?.toISOString() ?? null })) : []
+  const staleUploads = store.kind === 's3' ? (await (store as S3Store).staleUploads(opts.uploadAgeMs)).map((u) => ({ key: u.key, initiated: u.initiated?.toISOString() ?? null })) : []
   const { newest, newestAgeMs, stale } = freshness(entries, opts.now, opts.maxAgeMs)
   const all = entries.map((e) => toStatusEntry(e, opts.now))
 

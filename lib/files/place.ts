@@ -26,7 +26,7 @@ export async function placeRoot(plan: RootPlan): Promise<Placed> {
     } catch (err) {
       throw runtimeError(
         `cannot move ${quoteValue(plan.destination)} aside to ${quoteValue(plan.keepAside)} (${(err as NodeJS.ErrnoException).code ?? 'error'}); it was left as it was`,
-        'check permissions on its parent directory; the verified copy stays in the staging directory until the next attempt',
+        'check permissions on its parent directory (a mount point cannot be moved: restore with --target), then restore again',
       )
     }
     keptAside = plan.keepAside

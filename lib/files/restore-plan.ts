@@ -18,6 +18,8 @@ export interface RootPlan {
   keepAside: string
   /** What is at the destination now. */
   existing: 'none' | 'directory' | 'file' | 'symlink' | 'other'
+  /** The destination is a mount point: it cannot be renamed aside. */
+  mountPoint: boolean
 }
 
 /** `20240315T120000Z`: the restore's own time, in the names it leaves behind. */
@@ -26,7 +28,7 @@ export function restoreStamp(now: Date): string {
 }
 
 /** Pure: the names for each root. */
-export function planRoots(section: FilesystemSection, target: string | undefined, now: Date): Omit<RootPlan, 'existing'>[] {
+export function planRoots(section: FilesystemSection, target: string | undefined, now: Date): Omit<RootPlan, 'existing' | 'mountPoint'>[] {
   const stamp = restoreStamp(now)
   return section.roots.map((root) => {
     const member = memberRoot(root)
@@ -41,22 +43,24 @@ export function planRoots(section: FilesystemSection, target: string | undefined
   })
 }
 
-async function kindAt(path: string): Promise<RootPlan['existing']> {
+async function inspect(path: string): Promise<Pick<RootPlan, 'existing' | 'mountPoint'>> {
+  let st
   try {
-    const st = await lstat(path)
-    if (st.isSymbolicLink()) return 'symlink'
-    if (st.isDirectory()) return 'directory'
-    if (st.isFile()) return 'file'
-    return 'other'
+    st = await lstat(path)
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code
-    if (code === 'ENOENT') return 'none'
+    if (code === 'ENOENT') return { existing: 'none', mountPoint: false }
     throw fromSystemError(err) ?? err
   }
+  if (st.isSymbolicLink()) return { existing: 'symlink', mountPoint: false }
+  if (st.isFile()) return { existing: 'file', mountPoint: false }
+  if (!st.isDirectory()) return { existing: 'other', mountPoint: false }
+  const parent = await lstat(dirname(path)).catch(() => null)
+  return { existing: 'directory', mountPoint: parent !== null && parent.dev !== st.dev }
 }
 
-export async function inspectRoots(plans: Omit<RootPlan, 'existing'>[]): Promise<RootPlan[]> {
+export async function inspectRoots(plans: Omit<RootPlan, 'existing' | 'mountPoint'>[]): Promise<RootPlan[]> {
   const out: RootPlan[] = []
-  for (const plan of plans) out.push({ ...plan, existing: await kindAt(plan.destination) })
+  for (const plan of plans) out.push({ ...plan, ...(await inspect(plan.destination)) })
   return out
 }
