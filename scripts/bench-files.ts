@@ -1,4 +1,4 @@
-#!/usr/bin/env -S sh -c 'd="$(dirname "$(realpath "$0")")/.."; exec node --import "$d/node_modules/tsx/dist/loader.mjs" "$d/node_modules/zx/build/cli.js" "$(realpath "$0")" "$@"'
+#!/usr/bin/env -S sh -c 'd="$(dirname "$(realpath "$0")")/.."; exec node --max-semi-space-size=2 --import "$d/node_modules/tsx/dist/loader.mjs" "$d/node_modules/zx/build/cli.js" "$(realpath "$0")" "$@"'
 // Benchmark of the application-files pipeline against plain GNU tar and zstd
 // on the same tree in the same run, as throughput ratios (anchor seconds /
 // ours: 1 means as fast as the plain tools). Run: npm run bench:files -- --help

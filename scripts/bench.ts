@@ -1,4 +1,4 @@
-#!/usr/bin/env -S sh -c 'd="$(dirname "$(realpath "$0")")/.."; exec node --import "$d/node_modules/tsx/dist/loader.mjs" "$d/node_modules/zx/build/cli.js" "$(realpath "$0")" "$@"'
+#!/usr/bin/env -S sh -c 'd="$(dirname "$(realpath "$0")")/.."; exec node --max-semi-space-size=2 --import "$d/node_modules/tsx/dist/loader.mjs" "$d/node_modules/zx/build/cli.js" "$(realpath "$0")" "$@"'
 // Benchmark: backup.sh, restore.sh and drill.sh against the plain tools on the
 // same data in the same run, reported as ratios (ours / anchor; below 1 means
 // ours is faster). Not part of the tests: timings belong here, never in an

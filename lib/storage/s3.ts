@@ -37,8 +37,8 @@ import type { ArtifactWriter, Store } from './store.ts'
  * (QUEUE_SIZE + 1) × PART_SIZE whatever the file's size. A failed or
  * interrupted upload is aborted, so it leaves no invisible, billed parts.
  */
-export const PART_SIZE = 16 * 1024 * 1024
-export const QUEUE_SIZE = 3
+export const PART_SIZE = 8 * 1024 * 1024
+export const QUEUE_SIZE = 2
 /** Artifacts read at once while listing: each is one listing and, when complete, two small GETs. */
 const LIST_CONCURRENCY = 8
 
