@@ -21,6 +21,7 @@ import type { EncryptionPolicy, Recipients } from '../crypto/age.ts'
 import { archiveTrees } from '../files/archive.ts'
 import { checkRoots } from '../files/roots.ts'
 import { digestBuffer } from '../pipeline/checksum.ts'
+import { checkTools } from '../pipeline/tools.ts'
 import { connectionFromEnv, type PgConnection } from '../postgres/connection.ts'
 import { parseLocation, type Location } from '../storage/location.ts'
 import { openStore } from '../storage/open.ts'
@@ -149,6 +150,7 @@ export async function runBackup(opts: BackupOptions, reporter: Reporter): Promis
     // Asked for the database but will not get it: say so where cron mail will show it.
     if (opts.includePostgres) reporter.warn(`the database will not be backed up: ${pgPlan.reason}`)
   }
+  await checkTools([...(pg.run || opts.paths.length > 0 ? ['zstd'] : []), ...(opts.paths.length > 0 ? ['tar'] : []), ...(opts.recipients ? ['age'] : [])], opts.env)
   if (opts.paths.length > 0) {
     await checkRoots(opts.paths)
     reporter.line(`files: ${opts.paths.join(', ')}`)

@@ -43,7 +43,7 @@ const SPECIAL: Partial<Record<TarMember['type'], string>> = {
 const NOTES: { re: RegExp; list: 'changed' | 'vanished' | 'skipped' }[] = [
   { re: /^tar: (.*): (file changed as we read it|file shrank by \d+ bytes?; padding with zeros)$/, list: 'changed' },
   { re: /^tar: (.*): (File removed before we read it|Cannot (?:stat|open|savedir): No such file or directory|Directory renamed before its status could be extracted)$/, list: 'vanished' },
-  { re: /^tar: (.*): (socket ignored|door ignored)$/, list: 'skipped' },
+  { re: /^tar: (.*): (socket|door) ignored$/, list: 'skipped' },
 ]
 
 class TarNotes {

@@ -1,4 +1,6 @@
-import { mkdir } from 'node:fs/promises'
+import { constants as fsConstants } from 'node:fs'
+import { chmod, chown, copyFile, lstat, mkdir } from 'node:fs/promises'
+import { dirname } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import type { VerifiedFile } from '../artifact/verified-file.ts'
 import { runtimeError, verificationError } from '../cli/errors.ts'
@@ -11,7 +13,8 @@ import { writeAll } from '../pipeline/write-all.ts'
 import { memberMatches, type IndexEntry } from './file-index.ts'
 import type { RootPlan } from './restore-plan.ts'
 import { PathGuard } from './safe-paths.ts'
-import { scanTar, TarFormatError } from './tar-scan.ts'
+import { scanTar, TarFormatError, type TarMember } from './tar-scan.ts'
+import { stagedPath } from './verify-tree.ts'
 
 /** tar -x for one root, into its staging directory; the root's leading directories are stripped. */
 function extractor(plan: RootPlan, env: NodeJS.ProcessEnv): Tool {
@@ -64,6 +67,7 @@ export async function extractArchive(
     (err: unknown) => err,
   )
   let current: { index: number; tar: Tool } | null = null
+  const crossLinks: { path: string; from: string; member: TarMember }[] = []
   const finished: Tool[] = []
   const finish = async () => {
     if (!current) return
@@ -88,6 +92,11 @@ export async function extractArchive(
         if (mismatch) throw refused(mismatch)
         const verdict = guard.check(member)
         if ('refused' in verdict) throw refused(verdict.refused)
+        if (verdict.linkRoot !== undefined) {
+          // Linked to a file of another path, which may be on another file system: made a copy after extraction.
+          crossLinks.push({ path: stagedPath(plans[verdict.root]!, member.path), from: stagedPath(plans[verdict.linkRoot]!, member.link!), member })
+          return 'drop' as const
+        }
         if (current?.index !== verdict.root) {
           if (current) {
             await writeAll(current.tar.stdin!, END_OF_ARCHIVE)
@@ -104,6 +113,7 @@ export async function extractArchive(
       },
     })
     await finish()
+    for (const link of crossLinks) await copyLinked(link.from, link.path, link.member)
     const rest = await entries.next()
     if (!rest.done) throw refused(`the index lists ${JSON.stringify(rest.value.path)}, which is not in the archive`)
   } catch (err) {
@@ -119,6 +129,31 @@ export async function extractArchive(
   if (feedError instanceof DigestMismatch) throw changed(archive.name)
   if (exit !== 0) throw decodeFailure(unpack.stderr(), archive.name, decoding, exit)
   if (feedError) throw feedError
+}
+
+/**
+ * A hardlink between two backed-up paths becomes a copy with the link's
+ * metadata; the directory it lands in keeps the times tar gave it.
+ */
+async function copyLinked(from: string, to: string, member: TarMember): Promise<void> {
+  const parent = await lstat(dirname(to), { bigint: true })
+  await copyFile(from, to, fsConstants.COPYFILE_EXCL)
+  if (process.getuid?.() === 0) await chown(to, member.uid, member.gid)
+  await chmod(to, member.mode)
+  // Nanosecond times, as tar sets them: utimes(2) from Node rounds to a double.
+  await setMtime(to, member.mtime)
+  await setMtime(dirname(to), `${parent.mtimeNs / 1_000_000_000n}.${String(parent.mtimeNs % 1_000_000_000n).padStart(9, '0')}`)
+}
+
+async function setMtime(path: string, mtime: string): Promise<void> {
+  const touch = spawnTool('touch', ['-h', '-m', '-d', `@${mtime}`, '--', path], {
+    env: { ...process.env, LC_ALL: 'C' },
+    stdin: 'ignore',
+    stdout: 'ignore',
+    missing: runtimeError('touch not found on PATH', 'install coreutils'),
+  })
+  const exit = await touch.exited
+  if (exit !== 0) throw runtimeError(`cannot set the time of ${path}: ${oneLine(touch.stderr())}`, 'check permissions in the staging directory')
 }
 
 const changed = (name: string) =>

@@ -40,7 +40,7 @@ export class PathGuard {
    * Checks the next member, in archive order; returns its root's index or
    * a reason to refuse the whole archive.
    */
-  check(entry: { path: string; type: string; link?: string }): { root: number } | { refused: string } {
+  check(entry: { path: string; type: string; link?: string }): { root: number; linkRoot?: number } | { refused: string } {
     const shown = JSON.stringify(entry.path)
     if (!isSafeRelativePath(entry.path)) return { refused: `${shown} is absolute or climbs out with '..'` }
     const root = this.rootOf(entry.path)
@@ -55,8 +55,11 @@ export class PathGuard {
     }
     if (entry.type === 'hardlink') {
       const target = entry.link ?? ''
-      if (!isSafeRelativePath(target) || this.rootOf(target) !== root) return { refused: `${shown} is a hardlink to ${JSON.stringify(target)}, outside its own path` }
+      const linkRoot = isSafeRelativePath(target) ? this.rootOf(target) : undefined
+      // A file linked into two backed-up paths: its target is in this path or one already restored.
+      if (linkRoot === undefined || linkRoot > root) return { refused: `${shown} is a hardlink to ${JSON.stringify(target)}, outside the backed-up paths` }
       if (this.throughSymlink(target) !== undefined || this.symlinks.has(target)) return { refused: `${shown} is a hardlink through a symlink` }
+      if (linkRoot !== root) return { root, linkRoot }
     }
     return { root }
   }

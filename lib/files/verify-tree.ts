@@ -63,6 +63,10 @@ export async function verifyStaged(plans: readonly RootPlan[], entries: AsyncIte
     }
     if (entry.type === 'symlink') {
       if ((await readlink(path)) !== entry.link) throw mismatch(entry.path, 'link target')
+    } else if (entry.type === 'hardlink' && verdict.linkRoot !== undefined) {
+      // Linked across two backed-up paths: restored as a copy, so the content must match.
+      const from = stagedPath(plans[verdict.linkRoot]!, entry.link!)
+      if ((await sha256Of(path)) !== (await sha256Of(from))) throw mismatch(entry.path, `content differs from ${JSON.stringify(entry.link)}`)
     } else if (entry.type === 'hardlink') {
       const target = await lstat(stagedPath(plan, entry.link!), { bigint: true }).catch(() => null)
       if (!target || target.ino !== st.ino || target.dev !== st.dev) throw mismatch(entry.path, `not linked to ${JSON.stringify(entry.link)}`)
