@@ -1,4 +1,5 @@
-import { mkdtemp, rm } from 'node:fs/promises'
+import { access, mkdtemp, rm } from 'node:fs/promises'
+import { constants } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { onInterrupt } from '../cli/signals.ts'
@@ -37,8 +38,22 @@ export interface RestoredDatabase {
  * touched; a failure or an interrupt at any point drops what was created
  * and removes the staged table of contents.
  */
+/**
+ * The head copy of a decrypted dump is plaintext (its table of contents and
+ * possibly the first rows): by default it goes to memory (/dev/shm), not to
+ * a disk, so an encrypted backup leaves no decrypted bytes on disk.
+ */
+async function memoryBackedTmp(): Promise<string> {
+  try {
+    await access('/dev/shm', constants.W_OK)
+    return '/dev/shm'
+  } catch {
+    return tmpdir()
+  }
+}
+
 export async function restoreIntoNewDatabase(conn: PgConnection, opts: NewDatabaseRestore): Promise<RestoredDatabase> {
-  const staging = await mkdtemp(join(opts.stagingDir ?? tmpdir(), 'conductor-restore-'))
+  const staging = await mkdtemp(join(opts.stagingDir ?? (opts.source.encrypted ? await memoryBackedTmp() : tmpdir()), 'conductor-restore-'))
   const unstage = () => rm(staging, { recursive: true, force: true })
   const releaseStaging = onInterrupt(unstage)
   const target = withDatabase(conn, opts.name)
