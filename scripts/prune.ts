@@ -1,10 +1,7 @@
 #!/usr/bin/env -S sh -c 'd="$(dirname "$(realpath "$0")")/.."; exec node --max-semi-space-size=2 --import "$d/node_modules/tsx/dist/loader.mjs" "$d/node_modules/zx/build/cli.js" "$(realpath "$0")" "$@"'
 // Runs under zx with tsx (see the line above): it finds its own node_modules,
 // so cron may call it by absolute path from anywhere.
-import { resolve } from 'node:path'
-import { parseArgs } from '../lib/cli/args.ts'
-import { usageError } from '../lib/cli/errors.ts'
-import { quoteValue } from '../lib/cli/escape.ts'
+import { backupBaseFrom, parseArgs } from '../lib/cli/args.ts'
 import { joinKeepValues, KEEP_FLAGS, KEEP_USAGE, keepRules } from '../lib/cli/keep-flags.ts'
 import { runCli, scriptArgs } from '../lib/cli/run.ts'
 import { runPrune, summaryLine } from '../lib/commands/prune.ts'
@@ -56,18 +53,13 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, repo
     process.stdout.write(USAGE + '\n')
     return
   }
-  if (positional.length > 1) throw usageError(`unexpected argument ${quoteValue(positional[1]!)}`, 'pass one backup directory')
-  if (positional[0] === '') throw usageError('the backup directory argument is empty', 'pass a path such as /var/backups/conductor')
+  const base = backupBaseFrom(positional, env, 'prune.sh --keep-daily 7 /path/to/backups')
   const rules = keepRules(flags, env)
   requireRules(rules)
   const partialAge = flags['partial-age']
   const partialAgeMs = typeof partialAge === 'string' ? parseDuration(partialAge, '--partial-age') : 24 * 3_600_000
-  const base = positional[0] ?? (env.BACKUP_BASE || undefined)
-  if (base === undefined || base === '') {
-    throw usageError('BACKUP_BASE is not set', 'set BACKUP_BASE to the backup directory, or pass it: prune.sh --keep-daily 7 /path/to/backups')
-  }
 
-  const store = await storeAt(/^[a-z][a-z0-9+.-]*:\/\//i.test(base) ? base : resolve(base), 'BACKUP_BASE', env)
+  const store = await storeAt(base, 'BACKUP_BASE', env)
   const result = await runPrune({ store, rules, partialAgeMs, dryRun: Boolean(flags['dry-run']), now: new Date() }, reporter)
   reporter.result({ ...result }, summaryLine(result))
 })

@@ -1,10 +1,8 @@
 #!/usr/bin/env -S sh -c 'd="$(dirname "$(realpath "$0")")/.."; exec node --max-semi-space-size=2 --import "$d/node_modules/tsx/dist/loader.mjs" "$d/node_modules/zx/build/cli.js" "$(realpath "$0")" "$@"'
 // Runs under zx with tsx (see the line above): it finds its own node_modules,
 // so cron or a monitoring check may call it by absolute path from anywhere.
-import { parseArgs } from '../lib/cli/args.ts'
+import { backupBaseFrom, parseArgs } from '../lib/cli/args.ts'
 import { runCli, scriptArgs } from '../lib/cli/run.ts'
-import { usageError } from '../lib/cli/errors.ts'
-import { quoteValue } from '../lib/cli/escape.ts'
 import { objectiveMissed, runStatus, summaryLine } from '../lib/commands/status.ts'
 import { parseDuration } from '../lib/policy/duration.ts'
 
@@ -45,12 +43,7 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, repo
     process.stdout.write(USAGE + '\n')
     return
   }
-  if (positional.length > 1) throw usageError(`unexpected argument ${quoteValue(positional[1]!)}`, 'pass one backup directory')
-  if (positional[0] === '') throw usageError('the backup directory argument is empty', 'pass a path such as /var/backups/conductor')
-  const base = positional[0] ?? (env.BACKUP_BASE || undefined)
-  if (base === undefined || base === '') {
-    throw usageError('BACKUP_BASE is not set', 'set BACKUP_BASE to the backup directory, or pass it: status.sh /path/to/backups')
-  }
+  const base = backupBaseFrom(positional, env, 'status.sh /path/to/backups')
   // The flag wins; the variable lets one setting drive both drills and monitoring.
   const flag = flags['max-age']
   const fromEnv = env.DR_RPO_TARGET?.trim() ? env.DR_RPO_TARGET : undefined

@@ -110,3 +110,16 @@ export function parseArgs(argv: readonly string[], spec: ArgSpec): ParsedArgs {
   const positional = parsed._.map(String)
   return { flags, lists, positional }
 }
+
+/**
+ * Where the backups are, for commands that take one location: the single
+ * positional argument, else BACKUP_BASE. `example` completes the fix, e.g.
+ * 'status.sh /path/to/backups'.
+ */
+export function backupBaseFrom(positional: readonly string[], env: NodeJS.ProcessEnv, example: string): string {
+  if (positional.length > 1) throw usageError(`unexpected argument ${quoteValue(positional[1]!)}`, 'pass one backup directory')
+  if (positional[0] === '') throw usageError('the backup directory argument is empty', 'pass a path such as /var/backups/conductor')
+  const base = positional[0] ?? (env.BACKUP_BASE || undefined)
+  if (base === undefined || base === '') throw usageError('BACKUP_BASE is not set', `set BACKUP_BASE to the backup directory, or pass it: ${example}`)
+  return base
+}

@@ -1,6 +1,6 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 import { checkWritableDir } from '../artifact/destination.ts'
 import { checkArtifactDir, resolveArtifactPath } from '../artifact/locate.ts'
 import { isArtifactName, isPartialName } from '../artifact/naming.ts'
@@ -15,7 +15,8 @@ import type { Store } from '../storage/store.ts'
 
 /** The store BACKUP_BASE (or a positional directory) names: a local directory or an s3:// bucket. */
 export function storeAt(base: string, what: string, env: NodeJS.ProcessEnv): Promise<Store> {
-  return openStore(parseLocation(base, what), env)
+  const location = parseLocation(base, what)
+  return openStore(location.kind === 'local' ? { kind: 'local', path: resolve(location.path) } : location, env)
 }
 
 /** An artifact ready to verify: a local directory, downloaded first when it lives in a bucket. */

@@ -12,20 +12,9 @@ export const INDEX_VERSION = 1
 export type EntryType = Extract<MemberType, 'file' | 'dir' | 'symlink' | 'hardlink'>
 const ENTRY_TYPES: readonly string[] = ['file', 'dir', 'symlink', 'hardlink']
 
-export interface IndexEntry {
-  /** The member's path: a root without its leading '/', then the path below it. */
-  path: string
+/** One archive member as the index records it: what tar stored, and the content's SHA-256 for a regular file. */
+export type IndexEntry = Omit<TarMember, 'type' | 'sparse'> & {
   type: EntryType
-  /** Permission bits with setuid/setgid/sticky. */
-  mode: number
-  /** Content bytes of a regular file (a sparse file's logical size); 0 otherwise. */
-  size: number
-  /** Seconds since the epoch as tar recorded them, nanoseconds included: "1700000000.123456789". */
-  mtime: string
-  uid: number
-  gid: number
-  /** Target of a symlink (as stored) or a hardlink (another member's path). */
-  link?: string
   /** SHA-256 of a regular file's content, from the bytes that went into the archive. */
   sha256?: string
 }
