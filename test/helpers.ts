@@ -234,3 +234,108 @@ export async function changedSinceBackup(t: Test, rows: number): Promise<{ db: s
   psql(db, "UPDATE customers SET name = 'current';")
   return { db, path, before: snapshot(db) }
 }
+
+// ---------------------------------------------------------------------------
+// Application files and encryption (test/files.test.ts, test/encryption.test.ts)
+// (Import declarations are hoisted: these sit here to keep the additions in one block.)
+import { createHash } from 'node:crypto'
+import { existsSync, lstatSync, readFileSync, readlinkSync } from 'node:fs'
+import { basename, dirname } from 'node:path'
+
+/** cleanEnv, also scrubbing the files and encryption switches so the caller's shell cannot leak into a test. */
+export function filesEnv(extra: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
+  return cleanEnv({
+    BACKUP_PATHS: undefined,
+    RESTORE_FILES: undefined,
+    BACKUP_AGE_RECIPIENTS: undefined,
+    BACKUP_AGE_RECIPIENTS_FILE: undefined,
+    BACKUP_AGE_IDENTITY_FILE: undefined,
+    BACKUP_ENCRYPTION: undefined,
+    BACKUP_ROLE_PASSWORDS: undefined,
+    ...extra,
+  })
+}
+
+export const sha256Hex = (data: Buffer | string): string => createHash('sha256').update(data).digest('hex')
+
+/**
+ * Everything observable about a tree, keyed by path relative to `dir`
+ * ('.' is `dir` itself unless `withRoot` is false): type, permission bits,
+ * owner, mtime to the nanosecond, size and SHA-256 of files, link targets,
+ * and for files with several links the sorted set of paths sharing the inode.
+ * Directory sizes are left out (they depend on the file system's history).
+ */
+export function treeState(dir: string, opts: { withRoot?: boolean; skip?: (rel: string) => boolean } = {}): Record<string, string> {
+  const out: Record<string, string> = {}
+  const inodes = new Map<bigint, string[]>()
+  const visit = (abs: string, rel: string) => {
+    const st = lstatSync(abs, { bigint: true })
+    const common = `mode=${(Number(st.mode) & 0o7777).toString(8)} uid=${st.uid} gid=${st.gid} mtime=${st.mtimeNs}`
+    if (st.isSymbolicLink()) out[rel] = `symlink -> ${readlinkSync(abs)} mtime=${st.mtimeNs} uid=${st.uid} gid=${st.gid}`
+    else if (st.isDirectory()) {
+      out[rel] = `dir ${common}`
+      for (const name of readdirSync(abs).sort()) {
+        const childRel = rel === '.' ? name : `${rel}/${name}`
+        if (opts.skip?.(childRel)) continue
+        visit(join(abs, name), childRel)
+      }
+    } else if (st.isFile()) {
+      out[rel] = `file ${common} size=${st.size} sha256=${sha256Hex(readFileSync(abs))}`
+      if (st.nlink > 1n) inodes.set(st.ino, [...(inodes.get(st.ino) ?? []), rel])
+    } else out[rel] = `special ${common}`
+  }
+  if (opts.withRoot === false) {
+    for (const name of readdirSync(dir).sort()) {
+      if (!opts.skip?.(name)) visit(join(dir, name), name)
+    }
+  } else visit(dir, '.')
+  for (const paths of inodes.values()) {
+    for (const p of paths) out[p] += ` links=${JSON.stringify([...paths].sort())}`
+  }
+  return out
+}
+
+/** Flips bit 0 of the byte at `offset` (default: the middle) of a file, in place. */
+export function flipByte(path: string, offset?: number): void {
+  const data = readFileSync(path)
+  const at = offset ?? Math.floor(data.length / 2)
+  data[at] = data[at]! ^ 0x01
+  writeFileSync(path, data)
+}
+
+/**
+ * Rewrites an artifact's manifest as a forger would: `edit` may change it,
+ * then every files[] size and SHA-256 is recomputed from what is on disk and
+ * manifest.json.sha256 is rewritten, so every checksum matches again.
+ */
+export function resealArtifact(artifact: string, edit: (manifest: any) => void = () => {}): void {
+  const manifest = JSON.parse(readFileSync(join(artifact, 'manifest.json'), 'utf8'))
+  edit(manifest)
+  for (const f of manifest.files as Array<{ path: string; size: number; sha256: string }>) {
+    const data = readFileSync(join(artifact, f.path))
+    f.size = data.length
+    f.sha256 = sha256Hex(data)
+  }
+  const text = JSON.stringify(manifest, null, 2) + '\n'
+  writeFileSync(join(artifact, 'manifest.json'), text)
+  writeFileSync(join(artifact, 'manifest.json.sha256'), `${sha256Hex(text)}  manifest.json\n`)
+}
+
+/** A fresh age key pair from age-keygen: the identity file and its public key. */
+export function ageKey(t: Test): { identity: string; recipient: string } {
+  const identity = join(tempDir(t, 'cdr-age-'), 'identity.txt')
+  execFileSync('age-keygen', ['-o', identity], { stdio: 'ignore' })
+  const recipient = execFileSync('age-keygen', ['-y', identity], { encoding: 'utf8' }).trim()
+  return { identity, recipient }
+}
+
+/** Names beside `path` that a files restore leaves: `.NAME.restoring-*` staging and `NAME.pre-restore-*` kept copies. */
+export function restoreLeftovers(path: string): { staging: string[]; keptAside: string[] } {
+  const parent = dirname(path)
+  const name = basename(path)
+  const names = existsSync(parent) ? readdirSync(parent) : []
+  return {
+    staging: names.filter((n) => n.startsWith(`.${name}.restoring-`)).map((n) => join(parent, n)),
+    keptAside: names.filter((n) => n.startsWith(`${name}.pre-restore-`)).map((n) => join(parent, n)),
+  }
+}
