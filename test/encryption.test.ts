@@ -182,9 +182,11 @@ t.test('without the right key a restore stops before it touches anything', async
     { name: 'the public key instead of the identity', identity: publicOnly, code: EXIT.input, message: /is not a readable age identity file/ },
     { name: 'a malformed secret key', identity: malformed, code: EXIT.input, message: /is not a readable age identity file/ },
   ]
-  for (const c of cases) {
+  // All refused before anything is touched, so they may run together; each is judged after.
+  const results = await Promise.all(cases.map(async (c) => ({ ...c, r: await run(RESTORE, [artifact], withKey(c.identity)) })))
+  for (const c of results) {
     await t.test(c.name, async (t) => {
-      const r = await run(RESTORE, [artifact], withKey(c.identity))
+      const r = c.r
       failsCleanly(t, r, c.code, c.message)
       t.notMatch(r.stdout + r.stderr, bogusSecret.slice(16, 40), 'the identity file is not quoted')
       untouched(t)
@@ -316,13 +318,18 @@ t.test('missing or unusable recipients are refused before anything is written', 
     { name: 'a recipients file with no key', env: { BACKUP_AGE_RECIPIENTS_FILE: onlyComments }, code: EXIT.usage, message: /lists no recipient/ },
     { name: 'a recipients file that does not exist', env: { BACKUP_AGE_RECIPIENTS_FILE: join(dir, 'missing') }, code: EXIT.input, message: /does not exist/ },
   ]
-  for (const c of cases) {
-    await t.test(c.name, async (t) => {
+  // Each has an output directory of its own: they run together, then each is judged.
+  const results = await Promise.all(
+    cases.map(async (c) => {
       const output = join(tempDir(t, 'cdr-enc-none-'), 'backups')
-      const r = await run(BACKUP, ['--output', output, '--path', app], filesEnv({ ...DUMP_ENABLED, PGDATABASE: db, ...c.env }))
-      failsCleanly(t, r, c.code, c.message)
-      t.notMatch(r.stdout + r.stderr, secret.slice(15), 'the secret key is never echoed')
-      t.notOk(existsSync(output), 'the output directory was not even created')
+      return { ...c, output, r: await run(BACKUP, ['--output', output, '--path', app], filesEnv({ ...DUMP_ENABLED, PGDATABASE: db, ...c.env })) }
+    }),
+  )
+  for (const c of results) {
+    await t.test(c.name, async (t) => {
+      failsCleanly(t, c.r, c.code, c.message)
+      t.notMatch(c.r.stdout + c.r.stderr, secret.slice(15), 'the secret key is never echoed')
+      t.notOk(existsSync(c.output), 'the output directory was not even created')
     })
   }
 

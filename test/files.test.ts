@@ -378,6 +378,15 @@ t.test('--dry-run with RESTORE_FILES=true says what it would write and replace, 
   )
   t.notOk(existsSync(target), '--target is not even created')
   t.same(treeState(S), before)
+
+  // A staging directory left by an interrupted restore is named, and left alone.
+  const leftover = join(S, '.app.restoring-20240101T000000Z')
+  mkdirSync(leftover)
+  const withLeftover = treeState(S)
+  const w = await restoreFiles(['--dry-run', bk.path])
+  t.equal(w.code, 0, w.stderr)
+  t.match(w.stderr, `leftover staging directory from an interrupted restore: '${leftover}'`)
+  t.same(treeState(S), withLeftover, 'the leftover is not touched by a dry run')
 })
 
 // ---------------------------------------------------------------------------
@@ -704,7 +713,8 @@ t.test('a refusal mid-archive is reported as what it is, not as an archive that 
   // stops reading, zstd dies of SIGPIPE (exit 141) before stopAll's SIGKILL lands, and
   // `exit !== 0 && exit !== 128 + 9` turns that into decodeFailure: "files.tar.zst cannot be decoded
   // (exit status 141); the artifact is damaged" instead of "the file archive is refused: ... the
-  // archive's mtime differs from the index". It is a race: about half of the runs here.
+  // archive's mtime differs from the index". It is a race: about half of the runs here
+  // (so this todo may pass by luck).
   const S = scenario(t, 'sigpipe')
   const app = join(S, 'app')
   mkdirSync(app)
@@ -716,7 +726,7 @@ t.test('a refusal mid-archive is reported as what it is, not as an archive that 
   writeFileSync(join(bk.path, 'files.index.jsonl'), lines.join('\n'))
   resealArtifact(bk.path)
   const messages: string[] = []
-  for (let n = 0; n < 3; n++) {
+  for (let n = 0; n < 2; n++) {
     const r = await restoreFiles(['--target', join(S, `target-${n}`), bk.path])
     t.equal(r.code, EXIT.verification, 'refused with exit 4')
     t.notOk(existsSync(join(S, `target-${n}`, member(app))), 'nothing restored')
