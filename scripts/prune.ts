@@ -53,12 +53,12 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, repo
     process.stdout.write(USAGE + '\n')
     return
   }
-  const base = backupBaseFrom(positional, env, 'prune.sh --keep-daily 7 /path/to/backups')
   const rules = keepRules(flags, env)
   requireRules(rules)
   const partialAge = flags['partial-age']
   const partialAgeMs = typeof partialAge === 'string' ? parseDuration(partialAge, '--partial-age') : 24 * 3_600_000
 
+  const base = backupBaseFrom(positional, env, 'prune.sh --keep-daily 7 /path/to/backups')
   const store = await storeAt(base, 'BACKUP_BASE', env)
   const result = await runPrune({ store, rules, partialAgeMs, dryRun: Boolean(flags['dry-run']), now: new Date() }, reporter)
   reporter.result({ ...result }, summaryLine(result))

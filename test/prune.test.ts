@@ -87,6 +87,8 @@ function writePartial(base: string, started: Date, idleMs: number): string {
   mkdirSync(join(base, name))
   writeFileSync(join(base, name, POSTGRES_DUMP_ZST_FILE), 'half a dump')
   const mtime = new Date(Date.now() - idleMs)
+  // Idle means nothing in it was written either: a run streaming into its dump keeps the file's mtime fresh.
+  utimesSync(join(base, name, POSTGRES_DUMP_ZST_FILE), mtime, mtime)
   utimesSync(join(base, name), mtime, mtime)
   return name
 }
@@ -419,4 +421,17 @@ t.test('runPrune talks to any Store: stops at the first failed deletion and repo
     t.same(calls, [])
     t.same(result.toRemove, [names[2], names[1]])
   })
+})
+
+t.test('a partial whose dump file is still being written is not abandoned, however old its directory', async (t) => {
+  const base = tempDir(t, 'cdr-prune-streaming-')
+  const now = Date.now()
+  writeArtifact(base, new Date(now - 1 * DAY), 'conductor')
+  const streaming = writePartial(base, new Date(now - 3 * DAY), 3 * DAY)
+  // The dump file keeps growing: its mtime is fresh while the directory's is old.
+  writeFileSync(join(base, streaming, POSTGRES_DUMP_ZST_FILE), 'more of the dump')
+  utimesSync(join(base, streaming), new Date(now - 3 * DAY), new Date(now - 3 * DAY))
+  const r = await run(PRUNE, ['--keep-last', '1', '--json', base], env())
+  t.equal(r.code, 0, r.stderr)
+  t.ok(existsSync(join(base, streaming)), 'the running backup is kept')
 })
