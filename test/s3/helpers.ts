@@ -76,3 +76,129 @@ async function emptyAndDelete(env: Record<string, string>, bucket: string): Prom
   await store.deleteKeys((await store.listObjects('')).map((o) => o.key))
   await store.client.send(new DeleteBucketCommand({ Bucket: bucket }))
 }
+
+// ---------------------------------------------------------------------------
+// The commands against a bucket (test/s3-commands.test.ts): their environment,
+// what a prefix holds, and minimal artifacts uploaded directly.
+// (Import declarations are hoisted: these sit here to keep the additions in one block.)
+import { createHash } from 'node:crypto'
+import {
+  GetObjectCommand,
+  ListMultipartUploadsCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+} from '@aws-sdk/client-s3'
+import { serializeManifest, manifestSumLine, type Manifest } from '../../lib/artifact/manifest.ts'
+import { artifactName, MANIFEST_FILE, MANIFEST_SUM_FILE, POSTGRES_DUMP_ZST_FILE } from '../../lib/artifact/naming.ts'
+import { cleanEnv } from '../helpers.ts'
+
+/**
+ * The environment a script gets in a bucket test: cleanEnv, minus every
+ * AWS_* and tool switch the caller's shell may hold (a profile, real keys,
+ * BACKUP_KEEP_*, encryption, staging), plus the test server's settings.
+ */
+export function s3CommandEnv(fx: Pick<S3Fixture, 'env'>, extra: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
+  const env = cleanEnv()
+  for (const name of Object.keys(env)) {
+    if (/^(AWS_|BACKUP_|RESTORE_|DRILL_|DR_)/.test(name) || name === 'S3_FORCE_PATH_STYLE' || name === 'PG_LOCK_WAIT_TIMEOUT') delete env[name]
+  }
+  Object.assign(env, fx.env)
+  for (const [k, v] of Object.entries(extra)) {
+    if (v === undefined) delete env[k]
+    else env[k] = v
+  }
+  return env
+}
+
+/** Every object key under `prefix` (paged), sorted. */
+export async function objectKeys(client: S3Client, bucket: string, prefix: string): Promise<string[]> {
+  const keys: string[] = []
+  let token: string | undefined
+  do {
+    const page = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }))
+    for (const o of page.Contents ?? []) if (o.Key !== undefined) keys.push(o.Key)
+    token = page.IsTruncated ? page.NextContinuationToken : undefined
+  } while (token)
+  return keys.sort()
+}
+
+/** The keys of every unfinished multipart upload under `prefix`. */
+export async function uploadKeys(client: S3Client, bucket: string, prefix: string): Promise<string[]> {
+  const keys: string[] = []
+  let keyMarker: string | undefined
+  let uploadIdMarker: string | undefined
+  for (;;) {
+    const page = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket, Prefix: prefix, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }))
+    for (const u of page.Uploads ?? []) if (u.Key !== undefined) keys.push(u.Key)
+    if (!page.IsTruncated) break
+    keyMarker = page.NextKeyMarker
+    uploadIdMarker = page.NextUploadIdMarker
+  }
+  return keys.sort()
+}
+
+/** Everything a prefix holds: object keys and unfinished uploads, relative to it. */
+export async function prefixContents(client: S3Client, bucket: string, prefix: string): Promise<{ objects: string[]; uploads: string[] }> {
+  const base = prefix === '' || prefix.endsWith('/') ? prefix : `${prefix}/`
+  return {
+    objects: (await objectKeys(client, bucket, base)).map((k) => k.slice(base.length)),
+    uploads: (await uploadKeys(client, bucket, base)).map((k) => k.slice(base.length)),
+  }
+}
+
+export async function getObjectBytes(client: S3Client, bucket: string, key: string): Promise<Buffer> {
+  const got = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }))
+  return Buffer.from(await got.Body!.transformToByteArray())
+}
+
+export async function putObjectBytes(client: S3Client, bucket: string, key: string, body: Buffer | string): Promise<void> {
+  await client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body }))
+}
+
+/**
+ * The files of a minimal complete artifact, in the format test/prune.test.ts
+ * writes locally (formatVersion 2; with `database`, a small dump listed in
+ * the manifest, which listing never hashes): file name to bytes.
+ */
+export function syntheticArtifact(when: Date, database?: string): { name: string; files: Record<string, string> } {
+  const name = artifactName(when)
+  const dump = 'not really a dump'
+  const manifest: Manifest = {
+    format: 'conductor-backup-manifest',
+    formatVersion: 2,
+    tool: { name: 'conductor-dr', version: 'test' },
+    artifact: name,
+    createdAt: when.toISOString(),
+    completedAt: new Date(when.getTime() + 1000).toISOString(),
+    hostname: 'test',
+    postgres: database
+      ? {
+          status: 'dumped',
+          file: POSTGRES_DUMP_ZST_FILE,
+          format: 'custom',
+          compression: 'zstd',
+          database,
+          encoding: 'UTF8',
+          collate: 'C',
+          ctype: 'C',
+          serverVersion: '16.0',
+          pgDumpVersion: '16.0',
+        }
+      : { status: 'skipped', reason: 'test artifact' },
+    files: database ? [{ path: POSTGRES_DUMP_ZST_FILE, size: dump.length, sha256: createHash('sha256').update(dump).digest('hex') }] : [],
+  }
+  const text = serializeManifest(manifest)
+  const files: Record<string, string> = {}
+  if (database) files[POSTGRES_DUMP_ZST_FILE] = dump
+  files[MANIFEST_SUM_FILE] = manifestSumLine(createHash('sha256').update(text).digest('hex'))
+  files[MANIFEST_FILE] = text // last, as a backup publishes
+  return { name, files }
+}
+
+/** Uploads a syntheticArtifact under `prefix` (data, sidecar, manifest, in that order); returns its name. */
+export async function putSyntheticArtifact(client: S3Client, bucket: string, prefix: string, when: Date, database?: string): Promise<string> {
+  const { name, files } = syntheticArtifact(when, database)
+  const base = prefix ? `${prefix}/${name}/` : `${name}/`
+  for (const [file, body] of Object.entries(files)) await putObjectBytes(client, bucket, base + file, body)
+  return name
+}
