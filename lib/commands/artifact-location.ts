@@ -50,6 +50,9 @@ export async function localArtifact(
   reporter: Reporter,
 ): Promise<LocalArtifact> {
   let s3: { base: string; name: string } | null = null
+  // Refuses unsupported schemes and `s3:` without its slashes, as every other command does.
+  if (backupBase) parseLocation(backupBase, 'BACKUP_BASE')
+  if (arg) parseLocation(arg, 'the artifact')
   if (arg !== undefined && /^[a-z][a-z0-9+.-]*:\/\//i.test(arg)) {
     parseLocation(arg, 'the artifact') // refuses unsupported schemes
     s3 = splitS3Artifact(arg)

@@ -36,6 +36,24 @@ export interface Recipients {
   source: string
 }
 
+const BECH32 = 'qpzry9x8gf2tvdw0s3jn54khce6mua7l'
+
+/** BIP-173 checksum over "age" and the data part: a mistyped key is caught here, not by a broken pipe mid-backup. */
+export function bech32ChecksumOk(key: string): boolean {
+  const sep = key.lastIndexOf('1')
+  const hrp = key.slice(0, sep)
+  const data = [...key.slice(sep + 1)].map((c) => BECH32.indexOf(c))
+  if (data.some((d) => d < 0)) return false
+  const gen = [0x3b6a57b2, 0x26508e6d, 0x1ea119fa, 0x3d4233dd, 0x2a1462b3]
+  let chk = 1
+  for (const v of [...[...hrp].map((c) => c.charCodeAt(0) >> 5), 0, ...[...hrp].map((c) => c.charCodeAt(0) & 31), ...data]) {
+    const top = chk >>> 25
+    chk = ((chk & 0x1ffffff) << 5) ^ v
+    for (let i = 0; i < 5; i++) if ((top >>> i) & 1) chk ^= gen[i]!
+  }
+  return chk === 1
+}
+
 /** Public keys only: they may be printed, logged and put on argv. */
 export function parseRecipientList(text: string, source: string): string[] {
   const keys: string[] = []
@@ -44,6 +62,9 @@ export function parseRecipientList(text: string, source: string): string[] {
     if (line === '' || line.startsWith('#')) continue
     for (const word of line.split(/[\s,]+/)) {
       if (word === '') continue
+      if (RECIPIENT_RE.test(word) && !bech32ChecksumOk(word)) {
+        throw usageError(`${source} holds ${quoteValue(word)}, whose checksum is wrong (a typo?)`, 'copy the recipient again from age-keygen -y IDENTITY_FILE')
+      }
       if (!RECIPIENT_RE.test(word)) {
         // A private key pasted by mistake must not be echoed back.
         const shown = word.startsWith('AGE-SECRET-KEY-') ? 'an age identity (private key)' : quoteValue(word.length > 80 ? `${word.slice(0, 80)}…` : word)

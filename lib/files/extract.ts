@@ -76,6 +76,10 @@ export async function extractArchive(
     tar.stdin!.end()
     finished.push(tar)
     const exit = await tar.exited
+    if (exit !== 0 && /Cannot hard link|Cannot create symlink|Not a directory|Is a directory/.test(tar.stderr())) {
+      // Members that contradict each other (a hardlink to a directory, to nothing archived): a forged archive.
+      throw refused(`tar: ${oneLine(tar.stderr())}`)
+    }
     if (exit !== 0) throw runtimeError(`tar could not extract into the staging directory: ${oneLine(tar.stderr()) || `exit status ${exit}`}`, 'check free space and permissions beside the destination')
   }
   const stopAll = () => {
@@ -113,7 +117,11 @@ export async function extractArchive(
       },
     })
     await finish()
-    for (const link of crossLinks) await copyLinked(link.from, link.path, link.member)
+    for (const link of crossLinks) {
+      await copyLinked(link.from, link.path, link.member).catch((err: unknown) => {
+        throw refused(`the hardlink ${JSON.stringify(link.member.path)} points at ${JSON.stringify(link.member.link)}, which is not a restored file (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
+      })
+    }
     const rest = await entries.next()
     if (!rest.done) throw refused(`the index lists ${JSON.stringify(rest.value.path)}, which is not in the archive`)
   } catch (err) {
@@ -121,7 +129,8 @@ export async function extractArchive(
     const [feedError, exit] = await Promise.all([fed, unpack.exited])
     // Root causes first: bytes changed after verification, then a key or cipher failure.
     if (feedError instanceof DigestMismatch) throw changed(archive.name)
-    if (exit !== 0 && exit !== 128 + 9) throw decodeFailure(unpack.stderr(), archive.name, decoding, exit)
+    // Killed (9) or cut off (SIGPIPE, 13) because we stopped reading: not the decoder's failure.
+    if (exit !== 0 && exit !== 128 + 9 && exit !== 128 + 13) throw decodeFailure(unpack.stderr(), archive.name, decoding, exit)
     if (err instanceof TarFormatError) throw refused(err.message)
     throw err
   }
@@ -136,6 +145,7 @@ export async function extractArchive(
  * metadata; the directory it lands in keeps the times tar gave it.
  */
 async function copyLinked(from: string, to: string, member: TarMember): Promise<void> {
+  if (!(await lstat(from)).isFile()) throw Object.assign(new Error('not a file'), { code: 'ENOTFILE' })
   const parent = await lstat(dirname(to), { bigint: true })
   await copyFile(from, to, fsConstants.COPYFILE_EXCL)
   if (process.getuid?.() === 0) await chown(to, member.uid, member.gid)

@@ -1,4 +1,12 @@
-import { isSafeRelativePath } from '../artifact/manifest.ts'
+/**
+ * A member path that stays where it is put: relative, no empty, '.' or
+ * '..' segment, no NUL. Unlike artifact file names, any other byte
+ * (a backslash, a newline) is a legal file name and is restored as such.
+ */
+function isSafeMemberPath(path: string): boolean {
+  if (path === '' || path.startsWith('/') || path.includes('\0')) return false
+  return path.split('/').every((part) => part !== '' && part !== '.' && part !== '..')
+}
 
 /**
  * Pure checks that an archive (or its index) cannot write outside the
@@ -42,7 +50,7 @@ export class PathGuard {
    */
   check(entry: { path: string; type: string; link?: string }): { root: number; linkRoot?: number } | { refused: string } {
     const shown = JSON.stringify(entry.path)
-    if (!isSafeRelativePath(entry.path)) return { refused: `${shown} is absolute or climbs out with '..'` }
+    if (!isSafeMemberPath(entry.path)) return { refused: `${shown} is absolute or climbs out with '..'` }
     const root = this.rootOf(entry.path)
     if (root === undefined) return { refused: `${shown} is outside the backed-up paths` }
     if (root < this.current) return { refused: `${shown} comes after the members of a later path (the archive was reordered)` }
@@ -55,7 +63,7 @@ export class PathGuard {
     }
     if (entry.type === 'hardlink') {
       const target = entry.link ?? ''
-      const linkRoot = isSafeRelativePath(target) ? this.rootOf(target) : undefined
+      const linkRoot = isSafeMemberPath(target) ? this.rootOf(target) : undefined
       // A file linked into two backed-up paths: its target is in this path or one already restored.
       if (linkRoot === undefined || linkRoot > root) return { refused: `${shown} is a hardlink to ${JSON.stringify(target)}, outside the backed-up paths` }
       if (this.throughSymlink(target) !== undefined || this.symlinks.has(target)) return { refused: `${shown} is a hardlink through a symlink` }

@@ -38,7 +38,9 @@ import type { ArtifactWriter, Store } from './store.ts'
  * interrupted upload is aborted, so it leaves no invisible, billed parts.
  */
 export const PART_SIZE = 8 * 1024 * 1024
-export const QUEUE_SIZE = 2
+/** An empty object that reserves an artifact name while its run uploads (see create). */
+export const CLAIM_FILE = '.claim'
+export const QUEUE_SIZE = 3
 /** Artifacts read at once while listing: each is one listing and, when complete, two small GETs. */
 const LIST_CONCURRENCY = 8
 
@@ -116,7 +118,12 @@ export class S3Store implements Store {
       if ((objects.KeyCount ?? objects.Contents?.length ?? 0) > 0) return null
       const uploads = await this.client.send(new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: key, MaxUploads: 1 }))
       if ((uploads.Uploads?.length ?? 0) > 0) return null
+      // Claim the name with a conditional write: of two runs that both saw it free, exactly one gets it.
+      // Data objects cannot be written conditionally (multipart), so without this claim the loser's
+      // uploads would replace the winner's files under the same name.
+      await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key + CLAIM_FILE, Body: new Uint8Array(0), ContentLength: 0, IfNoneMatch: '*' }))
     } catch (err) {
+      if (s3StatusOf(err) === 412 || s3NameOf(err) === 'PreconditionFailed') return null
       throw this.fail(err)
     }
     return new S3Writer(this, name, key, this.partSize, this.queueSize)
@@ -355,7 +362,7 @@ export class S3Store implements Store {
   async download(name: string, localDir: string): Promise<string[]> {
     const key = this.artifactKey(name)
     const where = `${this.url}/${name}`
-    const objects = (await this.listObjects(key)).filter((o) => !(o.key.endsWith('/') && o.size === 0))
+    const objects = (await this.listObjects(key)).filter((o) => !(o.key.endsWith('/') && o.size === 0) && o.key !== key + CLAIM_FILE)
     if (objects.length === 0) throw inputError(`artifact ${quoteValue(where)} does not exist`, 'list the artifacts and pick one of them')
     if (!objects.some((o) => o.key === key + MANIFEST_FILE)) {
       throw inputError(`artifact ${quoteValue(where)} is not complete (no ${MANIFEST_FILE})`, 'pick a complete artifact')
@@ -484,7 +491,12 @@ class S3Writer implements ArtifactWriter {
       if (!failed) sourceErr = err
       failed = true
     })
-    const piping = pipeline(source, pass).catch((err) => {
+    const piping = pipeline(source, pass).catch((err: NodeJS.ErrnoException) => {
+      // An aborted or prematurely closed pipe is the echo of lib-storage giving up: its own error explains it.
+      if (err?.name === 'AbortError' || err?.code === 'ERR_STREAM_PREMATURE_CLOSE') {
+        pipeErr ??= err
+        return
+      }
       if (!failed) pipeErr = err
       failed = true
     })
@@ -506,13 +518,13 @@ class S3Writer implements ArtifactWriter {
       release()
       this.active.delete(active)
     }
-    if (!failed && !active.cancelled) return
+    if (!failed && !active.cancelled && pipeErr === undefined) return
     // lib-storage aborts a failed multipart upload itself; this is the backstop for an abort that failed too.
     await this.abortUploadsOf(key).catch(() => undefined)
     if (active.cancelled) throw runtimeError(`upload of ${quoteValue(url)} was cancelled`, 'run the backup again')
     if (sourceErr !== undefined) throw sourceErr
-    if (pipeErr !== undefined) throw pipeErr
-    throw this.store.fail(uploadErr, url)
+    if (uploadErr !== undefined) throw this.store.fail(uploadErr, url)
+    throw pipeErr
   }
 
   /** Stops one upload: ends its pipe (and so its source), then waits for lib-storage to abort the multipart upload. */
@@ -534,6 +546,8 @@ class S3Writer implements ArtifactWriter {
     await this.putNew(MANIFEST_SUM_FILE, sumText, 'text/plain; charset=utf-8')
     await this.putNew(MANIFEST_FILE, manifestText, 'application/json')
     this.published = true
+    // The manifest holds the name from now on; the claim is no part of the artifact.
+    await this.store.deleteKeys([this.key + CLAIM_FILE]).catch(() => {})
   }
 
   /** A small object, written only if nothing has that key (If-None-Match: *), with Content-MD5. */
@@ -558,7 +572,7 @@ class S3Writer implements ArtifactWriter {
     if (this.published) return
     this.discarded = true
     await Promise.all([...this.active].map((a) => this.cancel(a)))
-    const keys = [...this.written]
+    const keys = [...this.written, this.key + CLAIM_FILE]
     for (const key of keys) await this.abortUploadsOf(key)
     if (this.conflicted) return
     if (keys.length > 0) await this.store.deleteKeys(keys)
