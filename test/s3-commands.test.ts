@@ -488,11 +488,6 @@ if (top) {
         env: s3CommandEnv(fx, c.env),
         code: 2,
         error: /'s3:\/x.*' is neither a local path nor an S3 location/,
-        // BUG: restore.sh takes a BACKUP_BASE or argument that starts with `s3:` but lacks the two
-        // slashes for a local path (lib/commands/artifact-location.ts localArtifact only checks
-        // /^scheme:\/\//, then resolveArtifactPath), so `BACKUP_BASE=s3:/x restore.sh NAME` and
-        // `restore.sh s3:/x/NAME` exit 3 ("does not exist" / "artifact not found"), where
-        // backup.sh and drill.sh refuse the same location with exit 2 as lib/storage/location.ts intends.
       })),
     ]
     const results = await mapLimit(cases, 4, (c) => run(c.script, c.args, c.env))
