@@ -125,14 +125,23 @@ export function plannedFiles(prepared: PreparedFiles): FilesRestoreResult {
   return { status: 'planned', roots: prepared.plans.map((p) => outcome(p)), entries: prepared.section.entries, bytes: prepared.section.bytes }
 }
 
+/** Files extracted and verified in their staging directories, waiting to be moved into place. */
+export interface StagedFiles {
+  prepared: PreparedFiles
+  entries: number
+  bytes: number
+  /** Removes the staging directories (a later step failed); nothing else was touched. */
+  discard(): Promise<void>
+}
+
 /**
- * RESTORE_FILES=true: the application's files, verified twice over — every
- * member against the index as it is extracted into staging directories
- * beside the destinations, every staged file against the index once
- * written — and only then moved into place, with whatever they replace
- * kept aside.
+ * RESTORE_FILES=true, first half: every member is checked against the
+ * index as it is extracted into staging directories beside the
+ * destinations, and every staged file against the index once written.
+ * Nothing outside the staging directories changes, so this runs before
+ * the database is touched: a damaged archive stops the whole restore.
  */
-export async function applyFilesRestore(opts: FilesRestoreOptions, prepared: PreparedFiles, artifact: VerifiedArtifact, reporter: Reporter): Promise<FilesRestoreResult> {
+export async function stageFiles(opts: FilesRestoreOptions, prepared: PreparedFiles, artifact: VerifiedArtifact, reporter: Reporter): Promise<StagedFiles> {
   const { plans, section, archiveDecoding, indexDecoding } = prepared
   const archive = artifact.files.get(section.archive)!
   const index = artifact.files.get(section.index)!
@@ -142,27 +151,44 @@ export async function applyFilesRestore(opts: FilesRestoreOptions, prepared: Pre
     })
   }
   const release = onInterrupt(() => discardStaging(plans))
-  const placed: Placed[] = []
+  const discard = async () => {
+    release()
+    await discardStaging(plans)
+  }
   try {
     const entries = indexEntries(index, indexDecoding, opts.env)[Symbol.asyncIterator]()
     await extractArchive(archive, archiveDecoding, plans, entries, opts.env, (bytes) => reporter.progress('extracting files', bytes))
     reporter.endProgress()
     const checked = await verifyStaged(plans, indexEntries(index, indexDecoding, opts.env), (bytes) => reporter.progress('verifying restored files', bytes))
     reporter.endProgress()
-    reporter.line(`files: ${checked.entries} entries restored and verified against the index (${formatBytes(checked.bytes)})`)
+    reporter.line(`files: ${checked.entries} entries extracted and verified against the index (${formatBytes(checked.bytes)}), staged beside their destinations`)
+    return { prepared, entries: checked.entries, bytes: checked.bytes, discard }
+  } catch (err) {
+    reporter.endProgress()
+    await discard()
+    throw err
+  }
+}
+
+/**
+ * Second half: each verified path is swapped in, whatever it replaces
+ * kept aside. A failure part-way names what was already swapped in.
+ */
+export async function placeFiles(staged: StagedFiles, reporter: Reporter): Promise<FilesRestoreResult> {
+  const { plans } = staged.prepared
+  const placed: Placed[] = []
+  try {
     await critical('moving restored files into place', async () => {
       for (const plan of plans) {
         const p = await placeRoot(plan)
         placed.push(p)
         reporter.line(`files: ${p.destination} restored${p.keptAside ? `; what it held is kept as ${p.keptAside}` : ''}`)
       }
-      release()
     })
-    return { status: 'restored', roots: plans.map((p, i) => outcome(p, placed[i])), entries: checked.entries, bytes: checked.bytes }
+    await staged.discard()
+    return { status: 'restored', roots: plans.map((p, i) => outcome(p, placed[i])), entries: staged.entries, bytes: staged.bytes }
   } catch (err) {
-    reporter.endProgress()
-    release()
-    await discardStaging(plans)
+    await staged.discard()
     if (placed.length > 0 && err instanceof DrError) {
       // Some paths were already swapped in: say which, so the operator knows the state of each.
       throw new DrError(err.kind, `${err.message} (already restored: ${placed.map((p) => p.destination).join(', ')}; the rest were left as they were)`, err.fix, err.details)

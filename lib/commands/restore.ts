@@ -5,7 +5,7 @@ import { DrError, inputError, usageError } from '../cli/errors.ts'
 import type { Reporter } from '../cli/report.ts'
 import { describeEncryption, dumpSource, rolesSource, unlockArtifact } from './artifact-sources.ts'
 import { localArtifact } from './artifact-location.ts'
-import { applyFilesRestore, plannedFiles, prepareFilesRestore, type FilesRestoreResult } from './restore-files.ts'
+import { placeFiles, plannedFiles, prepareFilesRestore, stageFiles, type FilesRestoreResult } from './restore-files.ts'
 import { restorePostgres, type PostgresRestoreOptions, type PostgresRestoreResult } from './restore-postgres.ts'
 
 export interface RestoreOptions extends PostgresRestoreOptions {
@@ -66,15 +66,26 @@ export async function runRestore(opts: RestoreOptions, reporter: Reporter): Prom
     // Everything that can refuse the files is checked before the database is touched.
     const preparedFiles = opts.restoreFiles && manifest.filesystem ? await prepareFilesRestore(filesOptions, manifest.filesystem, artifact, identity, reporter) : null
 
-    if (opts.restorePostgres && manifest.postgres.status === 'dumped') {
-      const outcome = await restorePostgres(opts, manifest.postgres, dumpSource(artifact, manifest.postgres, identity), rolesSource(artifact, manifest.postgres, identity), reporter)
-      postgres = outcome.postgres
-      checks = outcome.checks
-    } else reporter.line(`postgres: skipped — ${(postgres as Skipped).reason}`)
+    // Files are extracted and verified in staging before the database is touched: a damaged archive
+    // (one whose ciphertext only fails when decrypted) stops the restore while everything is as it was.
+    const staged = preparedFiles && !opts.dryRun ? await stageFiles(filesOptions, preparedFiles, artifact, reporter) : null
+    try {
+      if (opts.restorePostgres && manifest.postgres.status === 'dumped') {
+        const outcome = await restorePostgres(opts, manifest.postgres, dumpSource(artifact, manifest.postgres, identity), rolesSource(artifact, manifest.postgres, identity), reporter)
+        postgres = outcome.postgres
+        checks = outcome.checks
+      } else reporter.line(`postgres: skipped — ${(postgres as Skipped).reason}`)
+    } catch (err) {
+      await staged?.discard()
+      throw err
+    }
     const failed = checks.filter((c) => !c.ok)
-    if (preparedFiles && failed.length === 0) {
-      files = opts.dryRun ? plannedFiles(preparedFiles) : await applyFilesRestore(filesOptions, preparedFiles, artifact, reporter)
-    } else if (manifest.filesystem) reporter.line(`files: skipped — ${failed.length > 0 ? 'the database checks failed' : (files as Skipped).reason}`)
+    if (staged && failed.length === 0) files = await placeFiles(staged, reporter)
+    else if (preparedFiles && opts.dryRun) files = plannedFiles(preparedFiles)
+    else {
+      await staged?.discard()
+      if (manifest.filesystem) reporter.line(`files: skipped — ${failed.length > 0 ? 'the database checks failed' : (files as Skipped).reason}`)
+    }
     if (opts.dryRun) reporter.line('dry run: nothing was changed')
 
     const result: RestoreResult = {

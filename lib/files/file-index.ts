@@ -13,10 +13,18 @@ export type EntryType = Extract<MemberType, 'file' | 'dir' | 'symlink' | 'hardli
 const ENTRY_TYPES: readonly string[] = ['file', 'dir', 'symlink', 'hardlink']
 
 /** One archive member as the index records it: what tar stored, and the content's SHA-256 for a regular file. */
-export type IndexEntry = Omit<TarMember, 'type' | 'sparse'> & {
+export type IndexEntry = Omit<TarMember, 'type' | 'sparse' | 'rawPath' | 'rawLink'> & {
   type: EntryType
   /** SHA-256 of a regular file's content, from the bytes that went into the archive. */
   sha256?: string
+  /** Base64 of the name's bytes, present only when they are not UTF-8 (`path` shows them as U+FFFD). */
+  pathBytes?: string
+  linkBytes?: string
+}
+
+/** The bytes that name an entry (or its link target) on the file system. */
+export function nameBytes(text: string, base64: string | undefined): Buffer {
+  return base64 === undefined ? Buffer.from(text) : Buffer.from(base64, 'base64')
 }
 
 export function indexHeader(): string {
@@ -35,6 +43,8 @@ export function entryFromMember(member: TarMember, sha256: string | null): Index
   }
   if (member.link !== undefined) entry.link = member.link
   if (sha256 !== null) entry.sha256 = sha256
+  if (member.rawPath) entry.pathBytes = member.rawPath.toString('base64')
+  if (member.rawLink) entry.linkBytes = member.rawLink.toString('base64')
   return entry
 }
 
@@ -83,6 +93,12 @@ export function parseEntry(line: string, lineNo: number): IndexEntry {
     if (typeof e.link !== 'string' || e.link === '') throw damaged(`${at}: a ${type} needs its target`)
     entry.link = e.link
   } else if (e.link !== undefined) throw damaged(`${at}: only links have a target`)
+  for (const key of ['pathBytes', 'linkBytes'] as const) {
+    if (e[key] === undefined) continue
+    if (typeof e[key] !== 'string' || !/^[A-Za-z0-9+/]*={0,2}$/.test(e[key]) || (e[key] as string).length === 0) throw damaged(`${at}: ${key} must be base64`)
+    entry[key] = e[key] as string
+  }
+  if (entry.linkBytes !== undefined && entry.link === undefined) throw damaged(`${at}: linkBytes without a link`)
   if (type === 'file') {
     if (typeof e.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(e.sha256)) throw damaged(`${at}: a file needs its SHA-256`)
     entry.sha256 = e.sha256
@@ -120,5 +136,7 @@ export function memberMatches(member: TarMember, entry: IndexEntry): string | un
   if (member.size !== entry.size) return differs('size')
   if (member.mtime !== entry.mtime) return differs('mtime')
   if ((member.link ?? undefined) !== entry.link) return differs('link target')
+  if ((member.rawPath?.toString('base64') ?? undefined) !== entry.pathBytes) return differs('name bytes')
+  if ((member.rawLink?.toString('base64') ?? undefined) !== entry.linkBytes) return differs('link target bytes')
   return undefined
 }

@@ -28,6 +28,13 @@ export interface TarMember {
   /** Target of a symlink or hardlink. */
   link?: string
   sparse: boolean
+  /**
+   * The name's bytes when they are not UTF-8 (any byte but NUL and '/' is a
+   * legal file name): `path` then shows them as U+FFFD, and the file system
+   * is addressed with these bytes.
+   */
+  rawPath?: Buffer
+  rawLink?: Buffer
 }
 
 export type Decision = 'pass' | 'drop'
@@ -71,6 +78,12 @@ function typeOf(flag: string): MemberType {
   }
 }
 
+function cBytes(buf: Buffer, start: number, length: number): Buffer {
+  const field = buf.subarray(start, start + length)
+  const nul = field.indexOf(0)
+  return field.subarray(0, nul === -1 ? length : nul)
+}
+
 function cString(buf: Buffer, start: number, length: number): string {
   const field = buf.subarray(start, start + length)
   const nul = field.indexOf(0)
@@ -97,7 +110,7 @@ function checksumOk(header: Buffer): boolean {
   return sum === numeric(header, 148, 8)
 }
 
-/** "%d key=value\n" records; values may hold any byte but are UTF-8 for the keys we use. */
+/** "%d key=value\n" records. Values are kept byte for byte (as latin1 strings): a path need not be UTF-8. */
 export function parsePax(data: Buffer): Map<string, string> {
   const records = new Map<string, string>()
   let pos = 0
@@ -110,7 +123,7 @@ export function parsePax(data: Buffer): Map<string, string> {
     const record = data.subarray(space + 1, pos + length - 1) // without the trailing newline
     const eq = record.indexOf(0x3d)
     if (eq === -1 || data[pos + length - 1] !== 0x0a) throw new TarFormatError('bad pax record')
-    records.set(record.subarray(0, eq).toString('utf8'), record.subarray(eq + 1).toString('utf8'))
+    records.set(record.subarray(0, eq).toString('utf8'), record.subarray(eq + 1).toString('latin1'))
     pos += length
   }
   return records
@@ -118,15 +131,27 @@ export function parsePax(data: Buffer): Map<string, string> {
 
 const padded = (n: number) => Math.ceil(n / BLOCK) * BLOCK
 
+/** A name as the file system has it: text when it is UTF-8, and its bytes as well when it is not. */
+function decodeName(bytes: Buffer): { text: string; raw?: Buffer } {
+  const text = bytes.toString('utf8')
+  return Buffer.byteLength(text) === bytes.length && Buffer.from(text).equals(bytes) ? { text } : { text, raw: Buffer.from(bytes) }
+}
+
 function describe(header: Buffer, pax: Map<string, string>, global: Map<string, string>): { member: TarMember; stored: number } {
   const get = (key: string) => pax.get(key) ?? global.get(key)
+  const bytesOf = (key: string) => {
+    const v = get(key)
+    return v === undefined ? undefined : Buffer.from(v, 'latin1')
+  }
   const flag = String.fromCharCode(header[156]!)
-  const prefix = cString(header, 345, 155)
-  const name = cString(header, 0, 100)
-  const ustarPath = cString(header, 257, 6) === 'ustar' && prefix ? `${prefix}/${name}` : name
+  const prefix = cBytes(header, 345, 155)
+  const name = cBytes(header, 0, 100)
+  const ustarPath = cString(header, 257, 6) === 'ustar' && prefix.length > 0 ? Buffer.concat([prefix, Buffer.from('/'), name]) : name
   const sparse = get('GNU.sparse.major') === '1'
-  const rawPath = (sparse ? get('GNU.sparse.name') : undefined) ?? get('path') ?? ustarPath
-  const path = rawPath.replace(/\/+$/, '')
+  let pathBytes = (sparse ? bytesOf('GNU.sparse.name') : undefined) ?? bytesOf('path') ?? ustarPath
+  while (pathBytes.length > 0 && pathBytes[pathBytes.length - 1] === 0x2f) pathBytes = pathBytes.subarray(0, -1)
+  const decoded = decodeName(pathBytes)
+  const path = decoded.text
   const num = (key: string, fallback: number) => {
     const value = get(key)
     if (value === undefined) return fallback
@@ -148,7 +173,12 @@ function describe(header: Buffer, pax: Map<string, string>, global: Map<string, 
     gid: num('gid', numeric(header, 116, 8)),
     sparse: type === 'file' && sparse,
   }
-  if (type === 'symlink' || type === 'hardlink') member.link = get('linkpath') ?? cString(header, 157, 100)
+  if (decoded.raw) member.rawPath = decoded.raw
+  if (type === 'symlink' || type === 'hardlink') {
+    const link = decodeName(bytesOf('linkpath') ?? cBytes(header, 157, 100))
+    member.link = link.text
+    if (link.raw) member.rawLink = link.raw
+  }
   return { member, stored }
 }
 

@@ -3,7 +3,7 @@ import { createReadStream } from 'node:fs'
 import { lstat, readlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { verificationError } from '../cli/errors.ts'
-import type { IndexEntry } from './file-index.ts'
+import { nameBytes, type IndexEntry } from './file-index.ts'
 import type { RootPlan } from './restore-plan.ts'
 import { PathGuard } from './safe-paths.ts'
 
@@ -21,7 +21,13 @@ export function stagedPath(plan: RootPlan, entryPath: string): string {
   return join(plan.staging, base, ...entryPath.slice(plan.member.length).split('/').filter((p) => p !== ''))
 }
 
-async function sha256Of(path: string): Promise<string> {
+/** The same, as the bytes the file system knows it by: a name need not be UTF-8. */
+export function stagedBytes(plan: RootPlan, name: Buffer): Buffer {
+  const base = plan.member.split('/').pop()!
+  return Buffer.concat([Buffer.from(join(plan.staging, base)), name.subarray(Buffer.byteLength(plan.member))])
+}
+
+async function sha256Of(path: string | Buffer): Promise<string> {
   const hash = createHash('sha256')
   for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 })) hash.update(chunk as Buffer)
   return hash.digest('hex')
@@ -45,7 +51,7 @@ export async function verifyStaged(plans: readonly RootPlan[], entries: AsyncIte
     const verdict = guard.check(entry)
     if ('refused' in verdict) throw verificationError(`the file index is refused: ${verdict.refused}`, 'the artifact is damaged or was tampered with; use another backup')
     const plan = plans[verdict.root]!
-    const path = stagedPath(plan, entry.path)
+    const path = entry.pathBytes === undefined ? stagedPath(plan, entry.path) : stagedBytes(plan, nameBytes(entry.path, entry.pathBytes))
     let st
     try {
       st = await lstat(path, { bigint: true })
@@ -62,13 +68,13 @@ export async function verifyStaged(plans: readonly RootPlan[], entries: AsyncIte
       if (asRoot && (Number(st.uid) !== entry.uid || Number(st.gid) !== entry.gid) && entry.type !== 'hardlink') throw mismatch(entry.path, 'owner')
     }
     if (entry.type === 'symlink') {
-      if ((await readlink(path)) !== entry.link) throw mismatch(entry.path, 'link target')
+      if (!(await readlink(path, { encoding: 'buffer' })).equals(nameBytes(entry.link!, entry.linkBytes))) throw mismatch(entry.path, 'link target')
     } else if (entry.type === 'hardlink' && verdict.linkRoot !== undefined) {
       // Linked across two backed-up paths: restored as a copy, so the content must match.
-      const from = stagedPath(plans[verdict.linkRoot]!, entry.link!)
+      const from = stagedBytes(plans[verdict.linkRoot]!, nameBytes(entry.link!, entry.linkBytes))
       if ((await sha256Of(path)) !== (await sha256Of(from))) throw mismatch(entry.path, `content differs from ${JSON.stringify(entry.link)}`)
     } else if (entry.type === 'hardlink') {
-      const target = await lstat(stagedPath(plan, entry.link!), { bigint: true }).catch(() => null)
+      const target = await lstat(stagedBytes(plan, nameBytes(entry.link!, entry.linkBytes)), { bigint: true }).catch(() => null)
       if (!target || target.ino !== st.ino || target.dev !== st.dev) throw mismatch(entry.path, `not linked to ${JSON.stringify(entry.link)}`)
     } else {
       if (st.mtimeNs !== mtimeNs(entry.mtime)) throw mismatch(entry.path, 'mtime')
