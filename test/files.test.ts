@@ -212,7 +212,7 @@ t.test('a tree with every kind of entry round-trips into --target, entry by entr
   const target = join(scenario(t, 'target'), 'restored')
   const r = await restoreFiles(['--target', target, b.path])
   t.equal(r.code, 0, r.stderr)
-  t.match(r.stdout, `${sourceEntries} entries restored and verified against the index`)
+  t.match(r.stdout, `${sourceEntries} entries extracted and verified against the index`)
   const restoredApp = join(target, member(app))
   t.same(treeState(restoredApp), before.app, 'first root: identical entry by entry')
   t.same(treeState(join(target, member(conf))), before.conf, 'second root: identical')
@@ -271,7 +271,7 @@ t.test('a file name that is not UTF-8', async (t) => {
   const bk = await backup(t, ['--path', app])
   const target = join(scenario(t, 'bytes-target'), 'r')
   const r = await restoreFiles(['--target', target, bk.path])
-  t.equal(r.code, 0, `restores: ${r.stderr}`, { todo: 'BUG: non-UTF-8 file names make the artifact unrestorable' })
+  t.equal(r.code, 0, `restores: ${r.stderr}`)
   if (r.code === 0) {
     const restored = Buffer.concat([Buffer.from(`${target}${app}/latin1-caf`), Buffer.from([0xe9]), Buffer.from('.txt')])
     t.equal(readFileSync(restored, 'utf8'), 'named in ISO-8859-1\n')
@@ -291,7 +291,7 @@ t.test('a file name with a backslash', async (t) => {
   const bk = await backup(t, ['--path', app])
   const target = join(scenario(t, 'backslash-target'), 'r')
   const r = await restoreFiles(['--target', target, bk.path])
-  t.equal(r.code, 0, `restores: ${r.stderr}`, { todo: 'BUG: a backslash in a file name makes the artifact unrestorable' })
+  t.equal(r.code, 0, `restores: ${r.stderr}`)
   if (r.code === 0) t.same(treeState(join(target, member(app))), before)
 })
 
@@ -554,17 +554,10 @@ t.test('hand-made archives that would write outside their paths are refused, and
   refused('hardlink through a planted symlink', ({ R, S }) => ({ archive: [...base(R), { path: `${R}/link`, type: 'symlink', link: `/${S}/outside` }, { path: `${R}/h`, type: 'hardlink', link: `${R}/link/secret` }] }), /hardlink through a symlink/)
   refused('hardlink into a backed-up path restored after its own', ({ R, R2 }) => ({ roots: 'two', archive: [dir(R), { path: `${R}/h`, type: 'hardlink', link: `${R2}/b` }, dir(R2), file(`${R2}/b`)] }), /outside the backed-up paths/)
   refused('hardlink into the other path, to a symlink planted there', ({ R, R2, S }) => ({ roots: 'two', archive: [...base(R), { path: `${R}/s`, type: 'symlink', link: `/${S}/outside/secret` }, dir(R2), { path: `${R2}/h`, type: 'hardlink', link: `${R}/s` }] }), /hardlink through a symlink/)
-  // BUG (exit status and wording; nothing is written): PathGuard.check (lib/files/safe-paths.ts) does not
-  // require a hardlink's target to be a regular file that an earlier member of the archive created.
-  // A forged hardlink to a directory or to a path never archived then fails later, as a system
-  // error: in its own path from tar ("tar could not extract into the staging directory ... check
-  // free space and permissions", exit 1), across paths from copyLinked in lib/files/extract.ts
-  // ("is a directory where a file was expected" / "no such file or directory ... check the path",
-  // exit 3) - instead of exit 4 "the file archive is refused".
-  const danglingTodo = 'BUG: a hardlink to a directory or to nothing is a runtime/input error, not a refused archive'
-  refused('hardlink into the other path, to a directory', ({ R, R2 }) => ({ roots: 'two', archive: [...base(R), dir(`${R}/d`), dir(R2), { path: `${R2}/h`, type: 'hardlink', link: `${R}/d` }] }), /refused/, danglingTodo)
-  refused('hardlink into the other path, to nothing', ({ R, R2 }) => ({ roots: 'two', archive: [...base(R), dir(R2), { path: `${R2}/h`, type: 'hardlink', link: `${R}/never-archived` }] }), /refused/, danglingTodo)
-  refused('hardlink to nothing in its own path', ({ R }) => ({ archive: [...base(R), { path: `${R}/h`, type: 'hardlink', link: `${R}/never-archived` }] }), /refused/, danglingTodo)
+  // A hardlink to a directory, or to something never archived: the archive contradicts itself (exit 4).
+  refused('hardlink into the other path, to a directory', ({ R, R2 }) => ({ roots: 'two', archive: [...base(R), dir(`${R}/d`), dir(R2), { path: `${R2}/h`, type: 'hardlink', link: `${R}/d` }] }), /refused/)
+  refused('hardlink into the other path, to nothing', ({ R, R2 }) => ({ roots: 'two', archive: [...base(R), dir(R2), { path: `${R2}/h`, type: 'hardlink', link: `${R}/never-archived` }] }), /refused/)
+  refused('hardlink to nothing in its own path', ({ R }) => ({ archive: [...base(R), { path: `${R}/h`, type: 'hardlink', link: `${R}/never-archived` }] }), /refused/)
   refused('members of the second path before the first (reordered)', ({ R, R2 }) => ({ roots: 'two', archive: [dir(R2), file(`${R2}/b`), ...base(R)] }), /reordered/)
 
   // The index lies (lists something harmless): the archive member is checked against it on the way in.
@@ -733,7 +726,7 @@ t.test('a refusal mid-archive is reported as what it is, not as an archive that 
     messages.push(r.stderr.trim())
   }
   const wrong = messages.filter((m) => !/mtime differs from the index/.test(m))
-  t.same(wrong, [], 'every run names the refused member', { todo: 'BUG: a SIGPIPE from zstd masks the refusal as "cannot be decoded (exit status 141)"' })
+  t.same(wrong, [], 'every run names the refused member')
 })
 
 // ---------------------------------------------------------------------------
