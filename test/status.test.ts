@@ -184,7 +184,7 @@ t.test('an empty backup directory: fine without a limit, exit 6 with one', async
   t.match(oneJson(t, r), { ok: true, newest: null, newestAgeMs: null, artifacts: [], partials: [] })
   const h = await run(STATUS, [empty], env())
   t.equal(h.code, 0, h.stderr)
-  t.match(h.stdout, /no complete backups in/)
+  t.match(h.stdout, /no complete backup with a database dump in/)
 
   const m = await run(STATUS, ['--json', '--max-age', '26h'], env({ BACKUP_BASE: empty }))
   t.equal(m.code, 6, m.stderr)

@@ -78,7 +78,7 @@ export async function localArtifact(
   const release = onInterrupt(cleanup)
   try {
     reporter.line(`downloading ${origin} into ${dir} (verified before use)`)
-    await store.download(s3.name, join(dir, s3.name))
+    await store.download(s3.name, join(dir, s3.name), { durable: false })
   } catch (err) {
     release()
     await cleanup()

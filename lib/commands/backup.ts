@@ -132,8 +132,15 @@ export async function runBackup(opts: BackupOptions, reporter: Reporter): Promis
 
   reporter.heading(`${opts.dryRun ? 'Backup plan (dry run)' : 'Backup'}: ${output}/${planned}`)
   if (destination) reporter.line(`output: ${output}${destination.create.length === 0 ? '' : ` (will create ${destination.create.join(', ')}, mode 0700)`}`)
-  else reporter.line(`output: ${output} (S3; credentials, the bucket and write access are checked by the real run, not by a dry run)`)
-  for (const c of copies) reporter.line(`copy to: ${c.kind === 'local' ? c.path : c.url} (after the backup, read back and checked)`)
+  else {
+    // The settings (region, endpoint, a half-set key pair) are checked here; nothing is sent.
+    await openStore(location, opts.env)
+    reporter.line(`output: ${output} (S3; credentials, the bucket and write access are checked by the real run, not by a dry run)`)
+  }
+  for (const c of copies) {
+    if (c.kind === 's3') await openStore(c, opts.env) // its settings, as for --output; nothing is sent
+    reporter.line(`copy to: ${c.kind === 'local' ? c.path : c.url} (after the backup, read back and checked)`)
+  }
   if (copies.length > 0 && location.kind !== 'local') throw usageError('--copy-to copies a local backup off-site', 'use a local --output with --copy-to s3://…, or write to the bucket directly with --output s3://… alone')
   reporter.line(
     opts.recipients

@@ -141,7 +141,7 @@ export async function runStatus(opts: StatusOptions, reporter: Reporter): Promis
     }
   }
 
-  for (const u of staleUploads) reporter.warn(`unfinished multipart upload ${quoteValue(u.key)} (started ${u.initiated ?? 'at an unknown time'}): from an interrupted backup; prune.sh aborts it`)
+  for (const u of staleUploads) reporter.warn(`unfinished multipart upload ${quoteValue(u.key)} (started ${u.initiated ?? 'at an unknown time'}): from an interrupted backup; prune.sh aborts it with its partial artifact once idle past --partial-age (an upload outside any artifact: abort it by hand)`)
 
   return {
     base,
@@ -191,7 +191,7 @@ export function objectiveMissed(result: StatusResult): DrError {
 /** The human summary line of a result that met its objective (or had none). */
 export function summaryLine(result: StatusResult): string {
   const within = result.maxAgeMs === null ? '' : `, within ${formatDuration(result.maxAgeMs)}`
-  if (result.newest === null || result.newestAgeMs === null) return `no complete backups in ${result.base}${counts(result)}`
+  if (result.newest === null || result.newestAgeMs === null) return `no complete backup with a database dump in ${result.base}${counts(result)}`
   const complete = result.artifacts.filter((e) => e.kind === 'complete').length
   return `newest backup ${result.newest} is ${formatDuration(result.newestAgeMs)} old${within}; ${[`${complete} complete`, ...unusable(result)].join(', ')}`
 }

@@ -359,7 +359,9 @@ export class S3Store implements Store {
    * here: restore checks every byte against the manifest before using any.
    * On failure the files already written stay: `localDir` is the caller's.
    */
-  async download(name: string, localDir: string): Promise<string[]> {
+  async download(name: string, localDir: string, opts: { durable?: boolean } = {}): Promise<string[]> {
+    // A restore's staging copy is verified and thrown away: flushing it to disk first buys nothing.
+    const durable = opts.durable ?? true
     const key = this.artifactKey(name)
     const where = `${this.url}/${name}`
     const objects = (await this.listObjects(key)).filter((o) => !(o.key.endsWith('/') && o.size === 0) && o.key !== key + CLAIM_FILE)
@@ -394,9 +396,9 @@ export class S3Store implements Store {
       }
       const bytes = (await stat(path)).size
       if (bytes !== f.size) throw runtimeError(`download of ${quoteValue(`s3://${this.bucket}/${f.key}`)} ended after ${bytes} of ${f.size} bytes`, 'run again')
-      await fsyncFile(path)
+      if (durable) await fsyncFile(path)
     }
-    for (const dir of dirs) await fsyncDir(dir)
+    if (durable) for (const dir of dirs) await fsyncDir(dir)
     return files.map((f) => f.rel)
   }
 
