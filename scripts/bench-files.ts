@@ -14,7 +14,7 @@ import { usageError } from '../lib/cli/errors.ts'
 import { formatBytes, type Reporter } from '../lib/cli/report.ts'
 import { runCli, scriptArgs } from '../lib/cli/run.ts'
 import { onInterrupt } from '../lib/cli/signals.ts'
-import { median, timeCommand, type Timed } from './bench-timing.ts'
+import { benchSize, median, timeCommand, type Timed } from './bench-timing.ts'
 
 const USAGE = `Usage: scripts/bench-files.ts [--tree DIR] [--megabytes N] [--runs N] [--json]
 
@@ -93,10 +93,7 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, reporter 
     return
   }
   if (positional.length > 0) throw usageError(`unexpected argument ${positional[0]}`)
-  const megabytes = Number(flags.megabytes ?? 1024)
-  const runs = Number(flags.runs ?? 1)
-  if (!Number.isFinite(megabytes) || megabytes < 16) throw usageError('--megabytes must be a number, at least 16')
-  if (!Number.isInteger(runs) || runs < 1) throw usageError('--runs must be a whole number, at least 1')
+  const { megabytes, runs } = benchSize(flags)
   const tree = String(flags.tree ?? `/var/tmp/cdr-bench-tree-${megabytes}`)
   const work = await mkdtemp(join(tmpdir(), 'cdr-bench-files-'))
   const unregister = onInterrupt(() => rm(work, { recursive: true, force: true }))

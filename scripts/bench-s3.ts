@@ -19,7 +19,7 @@ import { runCli, scriptArgs } from '../lib/cli/run.ts'
 import { onInterrupt } from '../lib/cli/signals.ts'
 import { PART_SIZE, QUEUE_SIZE, S3Store } from '../lib/storage/s3.ts'
 import { s3ClientFromEnv, s3Error, type S3Connection } from '../lib/storage/s3-client.ts'
-import { median, tail, timeCommand, type Timed } from './bench-timing.ts'
+import { benchSize, median, tail, timeCommand, type Timed } from './bench-timing.ts'
 
 const USAGE = `Usage: scripts/bench-s3.ts [--megabytes N] [--runs N] [--json]
 
@@ -243,10 +243,7 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, reporter 
     return
   }
   if (positional.length > 0) throw usageError(`unexpected argument ${positional[0]}`)
-  const megabytes = Number(flags.megabytes ?? 1024)
-  const runs = Number(flags.runs ?? 1)
-  if (!Number.isInteger(megabytes) || megabytes < 16) throw usageError('--megabytes must be a whole number, at least 16')
-  if (!Number.isInteger(runs) || runs < 1) throw usageError('--runs must be a whole number, at least 1')
+  const { megabytes, runs } = benchSize(flags)
 
   // The children see the local server's settings only, none of the caller's AWS_* or DR switches.
   const s3env = await serverEnv()

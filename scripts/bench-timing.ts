@@ -2,7 +2,7 @@
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { $ } from 'zx'
-import { runtimeError } from '../lib/cli/errors.ts'
+import { runtimeError, usageError } from '../lib/cli/errors.ts'
 
 export interface Timed {
   seconds: number
@@ -38,4 +38,13 @@ export async function timeCommand(work: string, seq: number, step: string, cmd: 
   const [seconds, rss] = last.split(' ').map(Number)
   if (!Number.isFinite(seconds) || !Number.isFinite(rss)) throw runtimeError(`bench step "${step}": cannot read /usr/bin/time output "${last}"`)
   return { seconds: seconds!, maxRssKiB: rss!, stdout: p.stdout }
+}
+
+/** --megabytes N (default 1024, at least 16) and --runs N (default 1): the same in every benchmark. */
+export function benchSize(flags: Record<string, unknown>): { megabytes: number; runs: number } {
+  const megabytes = Number(flags.megabytes ?? 1024)
+  const runs = Number(flags.runs ?? 1)
+  if (!Number.isInteger(megabytes) || megabytes < 16) throw usageError('--megabytes must be a whole number, at least 16')
+  if (!Number.isInteger(runs) || runs < 1) throw usageError('--runs must be a whole number, at least 1')
+  return { megabytes, runs }
 }

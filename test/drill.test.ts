@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
+import { ExitCode } from '../lib/cli/errors.ts'
 import {
   backupOf,
   cleanEnv,
@@ -22,7 +23,7 @@ import {
 } from './helpers.ts'
 
 const DRILL = join(REPO, 'scripts', 'drill.sh')
-const EXIT = { verification: 4, check: 5, objective: 6, interrupted: 130 }
+const EXIT = ExitCode
 
 let n = 0
 /** A scratch name of our own, so the test can look for it afterwards; dropped even if the drill leaks it. */

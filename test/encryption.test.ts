@@ -4,6 +4,7 @@ import { execFileSync } from 'node:child_process'
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
+import { ExitCode } from '../lib/cli/errors.ts'
 import {
   ageKey,
   BACKUP,
@@ -28,7 +29,7 @@ import {
 } from './helpers.ts'
 
 const DRILL = join(REPO, 'scripts', 'drill.sh')
-const EXIT = { usage: 2, input: 3, verification: 4 }
+const EXIT = ExitCode
 const DATA_FILES = ['postgres.dump.zst.age', 'roles.json.age', 'files.tar.zst.age', 'files.index.jsonl.age']
 
 /** A secret key's body (the fix hints quote only the prefix, 'AGE-SECRET-KEY-1…'). */

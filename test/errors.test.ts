@@ -3,9 +3,10 @@ import { execFileSync } from 'node:child_process'
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
+import { ExitCode } from '../lib/cli/errors.ts'
 import { BACKUP, cleanEnv, completeArtifacts, pgEnv, RESTORE, run, scratchDatabase, serverAuthority, tempDir, type RunResult } from './helpers.ts'
 
-const EXIT = { runtime: 1, usage: 2, input: 3, verification: 4 }
+const EXIT = ExitCode
 
 function assertCleanFailure(t: Test, r: RunResult, code: number, message: RegExp) {
   t.equal(r.code, code, `exit ${code}: ${r.stderr}`)

@@ -5,6 +5,8 @@ import { execFileSync, spawn } from 'node:child_process'
 import { chmodSync, chownSync, closeSync, cpSync, existsSync, lchownSync, linkSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
+import { mapLimit } from '../lib/pipeline/map-limit.ts'
+import { ExitCode } from '../lib/cli/errors.ts'
 import {
   BACKUP,
   collect,
@@ -23,7 +25,7 @@ import {
 } from './helpers.ts'
 
 const STATUS = join(REPO, 'scripts', 'status.sh')
-const EXIT = { usage: 2, input: 3, verification: 4 }
+const EXIT = ExitCode
 
 /** Fresh names every time: this file system is slow at creating a name that was just deleted. */
 const scenario = (t: Test, what: string) => tempDir(t, `cdr-files-${what}-`)
@@ -41,19 +43,6 @@ function failsCleanly(t: Test, r: RunResult, code: number, message?: RegExp) {
   if (message) t.match(r.stderr, message)
 }
 
-/** `fn` over `items`, at most `limit` at a time; results in the order of `items`. */
-async function inParallel<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array(items.length)
-  let next = 0
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++
-      out[i] = await fn(items[i]!)
-    }
-  }
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
-  return out
-}
 
 /** touch -h -d @SECONDS.NANOSECONDS: Node's utimes cannot set every nanosecond exactly. */
 function setMtime(path: string, stamp: string) {
@@ -574,7 +563,7 @@ t.test('hand-made archives that would write outside their paths are refused, and
   refused('content that is not what the index hashed (same size)', ({ R }) => ({ archive: [dir(R), file(`${R}/a.txt`, 'EVIL!\n')], index: [dir(R), file(`${R}/a.txt`, 'good!\n')] }), /does not match the index \(content\)/)
 
   // Every case has directories of its own: they run four at a time, then each is judged.
-  for (const x of await inParallel(cases, 4, attempt)) await t.test(x.name, async (t) => check(t, x))
+  for (const x of await mapLimit(cases, 4, attempt)) await t.test(x.name, async (t) => check(t, x))
 })
 
 // ---------------------------------------------------------------------------
@@ -749,7 +738,7 @@ t.test('bad paths and switches are refused in one line, and nothing is written',
     { name: 'a root that is a symlink', args: ['--path', join(S, 'link-to-dir')], code: EXIT.input, message: /is a symlink/ },
     { name: 'a root that is a FIFO', args: ['--path', join(S, 'fifo')], code: EXIT.input, message: /not a directory or a regular file/ },
   ]
-  const results = await inParallel(cases, 4, async (c) => {
+  const results = await mapLimit(cases, 4, async (c) => {
     const out = join(scenario(t, 'badpath-out'), 'backups')
     return { ...c, out, r: await run(BACKUP, ['--output', out, ...c.args], filesEnv(c.env)) }
   })

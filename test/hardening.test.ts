@@ -4,6 +4,7 @@ import { cpSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writ
 import { execFileSync } from 'node:child_process'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
+import { ExitCode } from '../lib/cli/errors.ts'
 import {
   BACKUP,
   backupOf,
@@ -24,7 +25,7 @@ import {
   type RunResult,
 } from './helpers.ts'
 
-const EXIT = { usage: 2, input: 3, verification: 4, interrupted: 130 }
+const EXIT = ExitCode
 
 function oneCleanLine(t: Test, r: RunResult, code: number, message?: RegExp) {
   t.equal(r.code, code, `exit ${code}: ${r.stderr}`)

@@ -4,6 +4,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { Test } from 'tap'
+import { manifestSumLine, serializeManifest, type Manifest } from '../lib/artifact/manifest.ts'
+import { artifactName, MANIFEST_FILE, MANIFEST_SUM_FILE, POSTGRES_DUMP_ZST_FILE } from '../lib/artifact/naming.ts'
 
 export const REPO = fileURLToPath(new URL('..', import.meta.url))
 export const BACKUP = join(REPO, 'scripts', 'backup.sh')
@@ -339,3 +341,45 @@ export function restoreLeftovers(path: string): { staging: string[]; keptAside: 
     keptAside: names.filter((n) => n.startsWith(`${name}.pre-restore-`)).map((n) => join(parent, n)),
   }
 }
+
+/**
+ * The files of a minimal complete artifact, in the format test/prune.test.ts
+ * writes locally (formatVersion 2; with `database`, a small dump listed in
+ * the manifest, which listing never hashes): file name to bytes.
+ */
+export function syntheticArtifact(when: Date, database?: string): { name: string; files: Record<string, string> } {
+  const name = artifactName(when)
+  const dump = 'not really a dump'
+  const manifest: Manifest = {
+    format: 'conductor-backup-manifest',
+    formatVersion: 2,
+    tool: { name: 'conductor-dr', version: 'test' },
+    artifact: name,
+    createdAt: when.toISOString(),
+    completedAt: new Date(when.getTime() + 1000).toISOString(),
+    hostname: 'test',
+    postgres: database
+      ? {
+          status: 'dumped',
+          file: POSTGRES_DUMP_ZST_FILE,
+          format: 'custom',
+          compression: 'zstd',
+          database,
+          encoding: 'UTF8',
+          collate: 'C',
+          ctype: 'C',
+          serverVersion: '16.0',
+          pgDumpVersion: '16.0',
+        }
+      : { status: 'skipped', reason: 'test artifact' },
+    files: database ? [{ path: POSTGRES_DUMP_ZST_FILE, size: dump.length, sha256: sha256Of(dump) }] : [],
+  }
+  const text = serializeManifest(manifest)
+  const files: Record<string, string> = {}
+  if (database) files[POSTGRES_DUMP_ZST_FILE] = dump
+  files[MANIFEST_SUM_FILE] = manifestSumLine(sha256Of(text))
+  files[MANIFEST_FILE] = text // last, as a backup publishes
+  return { name, files }
+}
+
+const sha256Of = (text: string) => createHash('sha256').update(text).digest('hex')

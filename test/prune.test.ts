@@ -1,11 +1,9 @@
 // prune.sh end to end on real directories, plus runPrune against a store whose deletions fail.
 import { spawn } from 'node:child_process'
-import { createHash } from 'node:crypto'
 import { existsSync, mkdirSync, readdirSync, utimesSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
-import { serializeManifest, manifestSumLine, type Manifest } from '../lib/artifact/manifest.ts'
-import { artifactName, MANIFEST_FILE, MANIFEST_SUM_FILE, partialName, POSTGRES_DUMP_ZST_FILE } from '../lib/artifact/naming.ts'
+import { artifactName, MANIFEST_SUM_FILE, partialName, POSTGRES_DUMP_ZST_FILE } from '../lib/artifact/naming.ts'
 import { DrError } from '../lib/cli/errors.ts'
 import type { Reporter } from '../lib/cli/report.ts'
 import { hasKeepRules, joinKeepValues, KEEP_FLAGS, keepRules } from '../lib/cli/keep-flags.ts'
@@ -13,7 +11,7 @@ import { parseArgs } from '../lib/cli/args.ts'
 import { runPrune } from '../lib/commands/prune.ts'
 import { LocalStore } from '../lib/storage/local.ts'
 import type { Store } from '../lib/storage/store.ts'
-import { cleanEnv, collect, REPO, run, tempDir, type RunResult } from './helpers.ts'
+import { cleanEnv, collect, REPO, run, syntheticArtifact, tempDir, type RunResult } from './helpers.ts'
 
 const PRUNE = join(REPO, 'scripts', 'prune.sh')
 const HOUR = 3_600_000
@@ -31,7 +29,6 @@ function oneJson(t: Test, r: RunResult): any {
   return JSON.parse(lines[0] ?? 'null')
 }
 
-const sha256 = (data: string | Buffer) => createHash('sha256').update(data).digest('hex')
 
 /**
  * A complete artifact as backup.sh publishes one, written directly (60 of
@@ -39,38 +36,9 @@ const sha256 = (data: string | Buffer) => createHash('sha256').update(data).dige
  * small dump file listed in the manifest (listing never hashes it).
  */
 function writeArtifact(base: string, when: Date, database?: string): string {
-  const name = artifactName(when)
-  const dir = join(base, name)
-  mkdirSync(dir)
-  const dump = 'not really a dump'
-  if (database) writeFileSync(join(dir, POSTGRES_DUMP_ZST_FILE), dump)
-  const manifest: Manifest = {
-    format: 'conductor-backup-manifest',
-    formatVersion: 2,
-    tool: { name: 'conductor-dr', version: 'test' },
-    artifact: name,
-    createdAt: when.toISOString(),
-    completedAt: new Date(when.getTime() + 1000).toISOString(),
-    hostname: 'test',
-    postgres: database
-      ? {
-          status: 'dumped',
-          file: POSTGRES_DUMP_ZST_FILE,
-          format: 'custom',
-          compression: 'zstd',
-          database,
-          encoding: 'UTF8',
-          collate: 'C',
-          ctype: 'C',
-          serverVersion: '16.0',
-          pgDumpVersion: '16.0',
-        }
-      : { status: 'skipped', reason: 'test artifact' },
-    files: database ? [{ path: POSTGRES_DUMP_ZST_FILE, size: dump.length, sha256: sha256(dump) }] : [],
-  }
-  const text = serializeManifest(manifest)
-  writeFileSync(join(dir, MANIFEST_FILE), text)
-  writeFileSync(join(dir, MANIFEST_SUM_FILE), manifestSumLine(sha256(text)))
+  const { name, files } = syntheticArtifact(when, database)
+  mkdirSync(join(base, name))
+  for (const [file, text] of Object.entries(files)) writeFileSync(join(base, name, file), text)
   return name
 }
 

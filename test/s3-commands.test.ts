@@ -6,6 +6,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
+import { mapLimit } from '../lib/pipeline/map-limit.ts'
 import { MANIFEST_FILE, MANIFEST_SUM_FILE } from '../lib/artifact/naming.ts'
 import { applyRetention, type RetentionRules } from '../lib/policy/retention.ts'
 import {
@@ -64,19 +65,6 @@ async function waitFor(what: string, check: () => Promise<boolean>, ms = 30_000)
   }
 }
 
-/** Runs `fn` over `items`, at most `limit` at once, keeping the order of the results. */
-async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T, i: number) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array(items.length)
-  let next = 0
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++
-      out[i] = await fn(items[i]!, i)
-    }
-  }
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
-  return out
-}
 
 /** A fresh age key pair (age-keygen): the identity file and its public key. */
 function ageKeyPair(t: Test): { identity: string; recipient: string } {

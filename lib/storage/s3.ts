@@ -25,6 +25,7 @@ import { quoteValue } from '../cli/escape.ts'
 import { onInterrupt } from '../cli/signals.ts'
 import { s3Error, s3NameOf, s3StatusOf, type S3Connection } from './s3-client.ts'
 import type { ArtifactWriter, Store } from './store.ts'
+import { mapLimit } from '../pipeline/map-limit.ts'
 
 /**
  * Artifacts in an S3 bucket: `<prefix>/<artifact-name>/<file>`, the same
@@ -593,15 +594,3 @@ function latest(times: readonly (Date | null)[]): Date | null {
   return times.reduce<Date | null>((max, t) => (t && (!max || t > max) ? t : max), null)
 }
 
-async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array(items.length)
-  let next = 0
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++
-      out[i] = await fn(items[i]!)
-    }
-  }
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
-  return out
-}

@@ -81,16 +81,15 @@ async function emptyAndDelete(env: Record<string, string>, bucket: string): Prom
 // The commands against a bucket (test/s3-commands.test.ts): their environment,
 // what a prefix holds, and minimal artifacts uploaded directly.
 // (Import declarations are hoisted: these sit here to keep the additions in one block.)
-import { createHash } from 'node:crypto'
 import {
   GetObjectCommand,
   ListMultipartUploadsCommand,
   ListObjectsV2Command,
   PutObjectCommand,
 } from '@aws-sdk/client-s3'
-import { serializeManifest, manifestSumLine, type Manifest } from '../../lib/artifact/manifest.ts'
-import { artifactName, MANIFEST_FILE, MANIFEST_SUM_FILE, POSTGRES_DUMP_ZST_FILE } from '../../lib/artifact/naming.ts'
-import { cleanEnv } from '../helpers.ts'
+import { cleanEnv, syntheticArtifact } from '../helpers.ts'
+
+export { syntheticArtifact }
 
 /**
  * The environment a script gets in a bucket test: cleanEnv, minus every
@@ -155,45 +154,6 @@ export async function putObjectBytes(client: S3Client, bucket: string, key: stri
   await client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body }))
 }
 
-/**
- * The files of a minimal complete artifact, in the format test/prune.test.ts
- * writes locally (formatVersion 2; with `database`, a small dump listed in
- * the manifest, which listing never hashes): file name to bytes.
- */
-export function syntheticArtifact(when: Date, database?: string): { name: string; files: Record<string, string> } {
-  const name = artifactName(when)
-  const dump = 'not really a dump'
-  const manifest: Manifest = {
-    format: 'conductor-backup-manifest',
-    formatVersion: 2,
-    tool: { name: 'conductor-dr', version: 'test' },
-    artifact: name,
-    createdAt: when.toISOString(),
-    completedAt: new Date(when.getTime() + 1000).toISOString(),
-    hostname: 'test',
-    postgres: database
-      ? {
-          status: 'dumped',
-          file: POSTGRES_DUMP_ZST_FILE,
-          format: 'custom',
-          compression: 'zstd',
-          database,
-          encoding: 'UTF8',
-          collate: 'C',
-          ctype: 'C',
-          serverVersion: '16.0',
-          pgDumpVersion: '16.0',
-        }
-      : { status: 'skipped', reason: 'test artifact' },
-    files: database ? [{ path: POSTGRES_DUMP_ZST_FILE, size: dump.length, sha256: createHash('sha256').update(dump).digest('hex') }] : [],
-  }
-  const text = serializeManifest(manifest)
-  const files: Record<string, string> = {}
-  if (database) files[POSTGRES_DUMP_ZST_FILE] = dump
-  files[MANIFEST_SUM_FILE] = manifestSumLine(createHash('sha256').update(text).digest('hex'))
-  files[MANIFEST_FILE] = text // last, as a backup publishes
-  return { name, files }
-}
 
 /** Uploads a syntheticArtifact under `prefix` (data, sidecar, manifest, in that order); returns its name. */
 export async function putSyntheticArtifact(client: S3Client, bucket: string, prefix: string, when: Date, database?: string): Promise<string> {
