@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
-import { createReadStream } from 'node:fs'
-import { lstat, readlink } from 'node:fs/promises'
+import { lstat, open, readlink } from 'node:fs/promises'
+import { READ_CHUNK } from '../pipeline/checksum.ts'
 import { join } from 'node:path'
 import { verificationError } from '../cli/errors.ts'
 import { nameBytes, type IndexEntry } from './file-index.ts'
@@ -27,11 +27,28 @@ export function stagedBytes(plan: RootPlan, name: Buffer): Buffer {
   return Buffer.concat([Buffer.from(join(plan.staging, base)), name.subarray(Buffer.byteLength(plan.member))])
 }
 
+/** Read buffers reused across files: allocating one per file (thousands of small ones) kept the GC busy. */
+const spare: Buffer[] = []
+
 async function sha256Of(path: string | Buffer): Promise<string> {
   const hash = createHash('sha256')
-  for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 })) hash.update(chunk as Buffer)
+  const buf = spare.pop() ?? Buffer.allocUnsafe(READ_CHUNK)
+  const handle = await open(path, 'r')
+  try {
+    for (;;) {
+      const { bytesRead } = await handle.read(buf, 0, buf.length, null)
+      if (bytesRead === 0) break
+      hash.update(buf.subarray(0, bytesRead))
+    }
+  } finally {
+    await handle.close()
+    spare.push(buf)
+  }
   return hash.digest('hex')
 }
+
+/** Files checked at once: reading back is latency-bound (open, stat, read), not bandwidth-bound. */
+const CONCURRENCY = 4
 
 const mismatch = (path: string, what: string) =>
   verificationError(`restored ${JSON.stringify(path)} does not match the index (${what}); nothing was moved into place`, 'check the disk and free space beside the destination, then restore again')
@@ -44,48 +61,75 @@ const mismatch = (path: string, what: string) =>
  */
 export async function verifyStaged(plans: readonly RootPlan[], entries: AsyncIterable<IndexEntry>, onProgress: (bytes: number) => void): Promise<{ entries: number; bytes: number }> {
   const guard = new PathGuard(plans.map((p) => p.root))
-  const asRoot = process.getuid?.() === 0
   let count = 0
   let bytes = 0
+  let failure: unknown
+  const inFlight = new Set<Promise<void>>()
   for await (const entry of entries) {
+    if (failure !== undefined) break
+    // In index order: the guard's view of planted symlinks depends on it. The reads may overlap.
     const verdict = guard.check(entry)
-    if ('refused' in verdict) throw verificationError(`the file index is refused: ${verdict.refused}`, 'the artifact is damaged or was tampered with; use another backup')
-    const plan = plans[verdict.root]!
-    const path = entry.pathBytes === undefined ? stagedPath(plan, entry.path) : stagedBytes(plan, nameBytes(entry.path, entry.pathBytes))
-    let st
-    try {
-      st = await lstat(path, { bigint: true })
-    } catch {
-      throw mismatch(entry.path, 'missing')
+    if ('refused' in verdict) {
+      failure = verificationError(`the file index is refused: ${verdict.refused}`, 'the artifact is damaged or was tampered with; use another backup')
+      break
     }
-    const type = st.isSymbolicLink() ? 'symlink' : st.isDirectory() ? 'dir' : st.isFile() ? 'file' : 'other'
-    const expectedType = entry.type === 'hardlink' ? 'file' : entry.type
-    if (type !== expectedType) throw mismatch(entry.path, `a ${type}, not a ${expectedType}`)
-    if (entry.type !== 'symlink') {
-      // Without root, tar cannot give files away or keep setuid bits: compare what it can set.
-      const modeMask = asRoot ? 0o7777 : 0o777
-      if ((Number(st.mode) & modeMask) !== (entry.mode & modeMask) && entry.type !== 'hardlink') throw mismatch(entry.path, 'mode')
-      if (asRoot && (Number(st.uid) !== entry.uid || Number(st.gid) !== entry.gid) && entry.type !== 'hardlink') throw mismatch(entry.path, 'owner')
-    }
-    if (entry.type === 'symlink') {
-      if (!(await readlink(path, { encoding: 'buffer' })).equals(nameBytes(entry.link!, entry.linkBytes))) throw mismatch(entry.path, 'link target')
-    } else if (entry.type === 'hardlink' && verdict.linkRoot !== undefined) {
-      // Linked across two backed-up paths: restored as a copy, so the content must match.
-      const from = stagedBytes(plans[verdict.linkRoot]!, nameBytes(entry.link!, entry.linkBytes))
-      if ((await sha256Of(path)) !== (await sha256Of(from))) throw mismatch(entry.path, `content differs from ${JSON.stringify(entry.link)}`)
-    } else if (entry.type === 'hardlink') {
-      const target = await lstat(stagedBytes(plan, nameBytes(entry.link!, entry.linkBytes)), { bigint: true }).catch(() => null)
-      if (!target || target.ino !== st.ino || target.dev !== st.dev) throw mismatch(entry.path, `not linked to ${JSON.stringify(entry.link)}`)
-    } else {
-      if (st.mtimeNs !== mtimeNs(entry.mtime)) throw mismatch(entry.path, 'mtime')
-      if (entry.type === 'file') {
-        if (Number(st.size) !== entry.size) throw mismatch(entry.path, 'size')
-        if ((await sha256Of(path)) !== entry.sha256) throw mismatch(entry.path, 'content')
-        bytes += entry.size
-        onProgress(bytes)
-      }
-    }
-    count++
+    const task: Promise<void> = checkEntry(plans, entry, verdict).then(
+      (size) => {
+        count++
+        if (entry.type === 'file') {
+          bytes += size
+          onProgress(bytes)
+        }
+      },
+      (err: unknown) => {
+        failure ??= err
+      },
+    )
+    const tracked = task.finally(() => inFlight.delete(tracked))
+    inFlight.add(tracked)
+    if (inFlight.size >= CONCURRENCY) await Promise.race(inFlight)
   }
+  await Promise.all(inFlight)
+  if (failure !== undefined) throw failure
   return { entries: count, bytes }
+}
+
+/** One entry read back and compared; resolves with a regular file's size. */
+async function checkEntry(plans: readonly RootPlan[], entry: IndexEntry, verdict: { root: number; linkRoot?: number }): Promise<number> {
+  const asRoot = process.getuid?.() === 0
+  const plan = plans[verdict.root]!
+  const path = entry.pathBytes === undefined ? stagedPath(plan, entry.path) : stagedBytes(plan, nameBytes(entry.path, entry.pathBytes))
+  let st
+  try {
+    st = await lstat(path, { bigint: true })
+  } catch {
+    throw mismatch(entry.path, 'missing')
+  }
+  const type = st.isSymbolicLink() ? 'symlink' : st.isDirectory() ? 'dir' : st.isFile() ? 'file' : 'other'
+  const expectedType = entry.type === 'hardlink' ? 'file' : entry.type
+  if (type !== expectedType) throw mismatch(entry.path, `a ${type}, not a ${expectedType}`)
+  if (entry.type !== 'symlink') {
+    // Without root, tar cannot give files away or keep setuid bits: compare what it can set.
+    const modeMask = asRoot ? 0o7777 : 0o777
+    if ((Number(st.mode) & modeMask) !== (entry.mode & modeMask) && entry.type !== 'hardlink') throw mismatch(entry.path, 'mode')
+    if (asRoot && (Number(st.uid) !== entry.uid || Number(st.gid) !== entry.gid) && entry.type !== 'hardlink') throw mismatch(entry.path, 'owner')
+  }
+  if (entry.type === 'symlink') {
+    if (!(await readlink(path, { encoding: 'buffer' })).equals(nameBytes(entry.link!, entry.linkBytes))) throw mismatch(entry.path, 'link target')
+  } else if (entry.type === 'hardlink' && verdict.linkRoot !== undefined) {
+    // Linked across two backed-up paths: restored as a copy, so the content must match.
+    const from = stagedBytes(plans[verdict.linkRoot]!, nameBytes(entry.link!, entry.linkBytes))
+    if ((await sha256Of(path)) !== (await sha256Of(from))) throw mismatch(entry.path, `content differs from ${JSON.stringify(entry.link)}`)
+  } else if (entry.type === 'hardlink') {
+    const target = await lstat(stagedBytes(plan, nameBytes(entry.link!, entry.linkBytes)), { bigint: true }).catch(() => null)
+    if (!target || target.ino !== st.ino || target.dev !== st.dev) throw mismatch(entry.path, `not linked to ${JSON.stringify(entry.link)}`)
+  } else {
+    if (st.mtimeNs !== mtimeNs(entry.mtime)) throw mismatch(entry.path, 'mtime')
+    if (entry.type === 'file') {
+      if (Number(st.size) !== entry.size) throw mismatch(entry.path, 'size')
+      if ((await sha256Of(path)) !== entry.sha256) throw mismatch(entry.path, 'content')
+      return entry.size
+    }
+  }
+  return 0
 }
