@@ -26,6 +26,7 @@ import { connectionFromEnv, type PgConnection } from '../postgres/connection.ts'
 import { parseLocation, type Location } from '../storage/location.ts'
 import { openStore } from '../storage/open.ts'
 import type { ArtifactWriter, Store } from '../storage/store.ts'
+import type { ArtifactEntry } from '../artifact/list.ts'
 import { TOOL } from '../version.ts'
 import type { RetentionRules } from '../policy/retention.ts'
 import { checkPostgresTools, dumpPostgres, planPostgres } from './backup-postgres.ts'
@@ -73,6 +74,26 @@ export interface BackupResult {
   /** What the retention run after the backup did (or, in a dry run, would do). */
   prune: PruneResult | null
   durationMs: number
+}
+
+/**
+ * The store as the prune after the backup will see it: with the artifact
+ * the run is about to write, newest of all, so the dry run's plan is the
+ * real run's plan.
+ */
+function withPlanned(store: Store, name: string, withDatabase: boolean, now: Date): Store {
+  const entry: ArtifactEntry = {
+    name,
+    path: `${store.url}/${name}`,
+    kind: 'complete',
+    createdAt: now,
+    completedAt: now,
+    bytes: null,
+    database: withDatabase ? '(this backup)' : null,
+    problem: null,
+    modifiedAt: now,
+  }
+  return { url: store.url, kind: store.kind, create: (n) => store.create(n), read: (n, f) => store.read(n, f), remove: (e) => store.remove(e), list: async () => [entry, ...(await store.list())] }
 }
 
 async function destinationExists(path: string): Promise<boolean> {
@@ -177,7 +198,10 @@ export async function runBackup(opts: BackupOptions, reporter: Reporter): Promis
       files: [],
       bytes: 0,
       copies: [],
-      prune: opts.prune && (!destination || (await destinationExists(output))) ? await runPrune({ store: await openStore(destination ? { kind: 'local', path: output } : location, opts.env), ...opts.prune, dryRun: true, now: opts.now }, reporter) : null,
+      prune:
+        opts.prune && (!destination || (await destinationExists(output)))
+          ? await runPrune({ store: withPlanned(await openStore(destination ? { kind: 'local', path: output } : location, opts.env), planned, pg.run, opts.now), ...opts.prune, dryRun: true, now: opts.now }, reporter)
+          : null,
       durationMs: Date.now() - started,
     }
   }
