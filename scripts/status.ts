@@ -21,6 +21,8 @@ hashed here, restore verifies every byte. Damaged artifacts and leftover
                  createdAt), e.g. 26h, 1d, 90m; one without a dump restores
                  nothing and does not count;
                  default: DR_RPO_TARGET if set, otherwise no limit
+  --upload-age DUR  in a bucket, warn about unfinished multipart uploads older than
+                 DUR (default 24h): left by killed runs, and billed
   --json         print one JSON document on stdout (for monitoring):
                  {ok, base, newest, newestAgeMs, artifacts, partials, stale, maxAgeMs}
                  when the limit is missed it is the failure document: the same
@@ -36,7 +38,7 @@ missing or unreadable, 6 no complete backup recent enough. See docs/operators-gu
 await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, reporter }) => {
   const { flags, positional } = parseArgs(argv, {
     boolean: ['json', 'help'],
-    string: ['max-age'],
+    string: ['max-age', 'upload-age'],
     alias: { h: 'help' },
   })
   if (flags.help) {
@@ -51,7 +53,7 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, repo
   const raw = typeof flag === 'string' ? flag : fromEnv
   const maxAgeMs = raw === undefined ? undefined : parseDuration(raw, maxAgeSource)
 
-  const result = await runStatus({ base, maxAgeMs, maxAgeSource, uploadAgeMs: 24 * 3_600_000, env, now: new Date() }, reporter)
+  const result = await runStatus({ base, maxAgeMs, maxAgeSource, uploadAgeMs: typeof flags['upload-age'] === 'string' ? parseDuration(flags['upload-age'], '--upload-age') : 24 * 3_600_000, env, now: new Date() }, reporter)
   // Thrown, not printed: runCli prints the failure, listing included, as the one JSON document.
   if (result.stale) throw objectiveMissed(result)
   reporter.result({ ...result }, summaryLine(result))
