@@ -9,6 +9,7 @@ import { mapLimit } from '../lib/pipeline/map-limit.ts'
 import { ExitCode } from '../lib/cli/errors.ts'
 import {
   BACKUP,
+  cleanEnv,
   collect,
   completeArtifacts,
   filesEnv,
@@ -844,3 +845,22 @@ t.test('a backup killed (SIGKILL) mid-archive leaves no complete-looking artifac
   t.equal(completeArtifacts(out).length, 1)
 })
 
+
+t.test('--copy-to a local directory: created like --output, every file copied byte for byte and read back', async (t) => {
+  const S = scenario(t, 'copyto')
+  mkdirSync(join(S, 'app'))
+  writeFileSync(join(S, 'app', 'config.toml'), 'x = 1\n')
+  const out = join(S, 'out')
+  const copy = join(S, 'offsite', 'nested')
+  const r = await run(BACKUP, ['--output', out, '--copy-to', copy, '--path', join(S, 'app')], cleanEnv())
+  t.equal(r.code, 0, r.stderr)
+  t.match(r.stdout, /read back: every checksum matches/)
+  const [name] = readdirSync(out).filter((n) => !n.startsWith('.'))
+  t.same(readdirSync(copy), [name], 'the copy holds the same artifact, and nothing else')
+  for (const f of readdirSync(join(out, name!))) t.ok(readFileSync(join(copy, name!, f)).equals(readFileSync(join(out, name!, f))), `${f} is byte-equal`)
+  const dry = await run(RESTORE, ['--dry-run', join(copy, name!)], cleanEnv())
+  t.equal(dry.code, 0, dry.stderr)
+  const bad = await run(BACKUP, ['--output', out, '--copy-to', join(S, 'app', 'config.toml', 'x'), '--dry-run'], cleanEnv())
+  t.equal(bad.code, ExitCode.input)
+  t.match(bad.stderr, /--copy-to .* is not a directory/)
+})

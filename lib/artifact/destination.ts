@@ -20,7 +20,7 @@ export interface DestinationPlan {
 
 const errorFor = (err: unknown) => fromSystemError(err) ?? err
 
-export async function planDestination(output: string): Promise<DestinationPlan> {
+export async function planDestination(output: string, what = '--output'): Promise<DestinationPlan> {
   const path = resolve(output)
   const create: string[] = []
   let probe = path
@@ -33,7 +33,7 @@ export async function planDestination(output: string): Promise<DestinationPlan> 
       if (code !== 'ENOENT' && code !== 'ENOTDIR') throw errorFor(err)
       create.unshift(probe)
       const parent = dirname(probe)
-      if (parent === probe) throw inputError(`--output ${quoteValue(output)} has no existing parent`, 'choose a path on a mounted file system')
+      if (parent === probe) throw inputError(`${what} ${quoteValue(output)} has no existing parent`, 'choose a path on a mounted file system')
       probe = parent
       continue
     }
@@ -43,7 +43,7 @@ export async function planDestination(output: string): Promise<DestinationPlan> 
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code
         if (code === 'ENOENT') {
-          throw inputError(`--output ${quoteValue(output)} goes through a dangling symlink (${quoteValue(probe)})`, 'point --output at a real directory or fix the link')
+          throw inputError(`${what} ${quoteValue(output)} goes through a dangling symlink (${quoteValue(probe)})`, `point ${what} at a real directory or fix the link`)
         }
         throw errorFor(err)
       }
@@ -51,9 +51,9 @@ export async function planDestination(output: string): Promise<DestinationPlan> 
     if (!st.isDirectory()) {
       throw inputError(
         create.length === 0
-          ? `--output ${quoteValue(output)} is not a directory`
-          : `cannot create --output ${quoteValue(output)}: ${quoteValue(probe)} is not a directory`,
-        'choose a directory for --output',
+          ? `${what} ${quoteValue(output)} is not a directory`
+          : `cannot create ${what} ${quoteValue(output)}: ${quoteValue(probe)} is not a directory`,
+        `choose a directory for ${what}`,
       )
     }
     break
@@ -62,9 +62,9 @@ export async function planDestination(output: string): Promise<DestinationPlan> 
     await access(probe, constants.W_OK | constants.X_OK)
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'EROFS') {
-      throw inputError(`--output ${quoteValue(output)} is on a read-only file system`, 'choose a writable destination')
+      throw inputError(`${what} ${quoteValue(output)} is on a read-only file system`, 'choose a writable destination')
     }
-    throw inputError(`--output ${quoteValue(output)} is not writable (${quoteValue(probe)})`, 'choose a writable directory or fix its permissions')
+    throw inputError(`${what} ${quoteValue(output)} is not writable (${quoteValue(probe)})`, 'choose a writable directory or fix its permissions')
   }
   return { path, existing: probe, create }
 }

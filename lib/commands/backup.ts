@@ -1,7 +1,7 @@
 import { readdir, stat } from 'node:fs/promises'
 import { hostname } from 'node:os'
 import { resolve } from 'node:path'
-import { createDestination, planDestination } from '../artifact/destination.ts'
+import { createDestination, planDestination, type DestinationPlan } from '../artifact/destination.ts'
 import type { FilesystemSection } from '../artifact/manifest-tree.ts'
 import {
   MANIFEST_FORMAT,
@@ -158,8 +158,11 @@ export async function runBackup(opts: BackupOptions, reporter: Reporter): Promis
     await openStore(location, opts.env)
     reporter.line(`output: ${output} (S3; credentials, the bucket and write access are checked by the real run, not by a dry run)`)
   }
+  // A local copy's directory is planned like --output's (and created by the real run); a bucket's settings are checked, nothing is sent.
+  const copyPlans = new Map<string, DestinationPlan>()
   for (const c of copies) {
-    if (c.kind === 's3') await openStore(c, opts.env) // its settings, as for --output; nothing is sent
+    if (c.kind === 's3') await openStore(c, opts.env)
+    else copyPlans.set(c.path, await planDestination(c.path, '--copy-to'))
     reporter.line(`copy to: ${c.kind === 'local' ? c.path : c.url} (after the backup, read back and checked)`)
   }
   if (copies.length > 0 && location.kind !== 'local') throw usageError('--copy-to copies a local backup off-site', 'use a local --output with --copy-to s3://…, or write to the bucket directly with --output s3://… alone')
@@ -256,6 +259,8 @@ export async function runBackup(opts: BackupOptions, reporter: Reporter): Promis
     // Off-site copies of the finished artifact; a failed copy fails the run (exit 1), the local artifact stays.
     const copied: CopyResult[] = []
     for (const c of copies) {
+      const plan = c.kind === 'local' ? copyPlans.get(c.path) : undefined
+      if (plan) await createDestination(plan)
       copied.push(await copyArtifact(writer.location, name, text, sum, files, await openStore(c, opts.env), reporter))
     }
     // After the new backup is complete, never before: it is the newest, so prune always keeps it.
