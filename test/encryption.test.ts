@@ -308,7 +308,10 @@ t.test('missing or unusable recipients are refused before anything is written', 
   writeFileSync(onlyComments, '# nobody yet\n\n   \n')
   const cases: Array<{ name: string; env: Record<string, string>; code: number; message: RegExp }> = [
     { name: 'BACKUP_ENCRYPTION=required without recipients', env: { BACKUP_ENCRYPTION: 'required' }, code: EXIT.usage, message: /BACKUP_ENCRYPTION=required but no recipient is set/ },
-    { name: 'BACKUP_ENCRYPTION=required with an empty BACKUP_AGE_RECIPIENTS', env: { BACKUP_ENCRYPTION: 'required', BACKUP_AGE_RECIPIENTS: '  ' }, code: EXIT.usage, message: /no recipient is set/ },
+    { name: 'BACKUP_ENCRYPTION=required with an empty BACKUP_AGE_RECIPIENTS', env: { BACKUP_ENCRYPTION: 'required', BACKUP_AGE_RECIPIENTS: '  ' }, code: EXIT.usage, message: /BACKUP_AGE_RECIPIENTS is set but holds no recipient/ },
+    // Set but empty is a mistake (an unset variable expanded in a cron line), never a quiet request for plaintext.
+    { name: 'BACKUP_AGE_RECIPIENTS set to separators only', env: { BACKUP_AGE_RECIPIENTS: ' , , ' }, code: EXIT.usage, message: /BACKUP_AGE_RECIPIENTS is set but holds no recipient/ },
+    { name: 'BACKUP_AGE_RECIPIENTS_FILE set but empty', env: { BACKUP_AGE_RECIPIENTS_FILE: '' }, code: EXIT.usage, message: /BACKUP_AGE_RECIPIENTS_FILE is set but empty/ },
     { name: 'BACKUP_ENCRYPTION=maybe', env: { BACKUP_ENCRYPTION: 'maybe', BACKUP_AGE_RECIPIENTS: keyA.recipient }, code: EXIT.usage, message: /BACKUP_ENCRYPTION=.*maybe.* is not understood/ },
     { name: 'a recipient that is not an age key', env: { BACKUP_AGE_RECIPIENTS: 'age1notakey' }, code: EXIT.usage, message: /not an age recipient/ },
     { name: 'an ssh key as recipient', env: { BACKUP_AGE_RECIPIENTS: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl' }, code: EXIT.usage, message: /not an age recipient/ },

@@ -864,3 +864,26 @@ t.test('--copy-to a local directory: created like --output, every file copied by
   t.equal(bad.code, ExitCode.input)
   t.match(bad.stderr, /--copy-to .* is not a directory/)
 })
+
+t.test('a read-only --target is refused by the dry run and the real run alike, naming it', async (t) => {
+  const S = scenario(t, 'readonly')
+  mkdirSync(join(S, 'app'))
+  writeFileSync(join(S, 'app', 'f'), 'x\n')
+  const out = join(S, 'out')
+  t.equal((await run(BACKUP, ['--output', out, '--path', join(S, 'app')], cleanEnv())).code, 0)
+  const ro = join(S, 'ro')
+  mkdirSync(ro)
+  try {
+    execFileSync('mount', ['--bind', ro, ro], { stdio: 'ignore' })
+    execFileSync('mount', ['-o', 'remount,ro,bind', ro], { stdio: 'ignore' })
+  } catch {
+    return void t.pass('skipped: a read-only bind mount needs root', { skip: true })
+  }
+  t.teardown(() => execFileSync('umount', [ro], { stdio: 'ignore' }))
+  const [name] = readdirSync(out).filter((n) => !n.startsWith('.'))
+  for (const dry of [['--dry-run'], []]) {
+    const r = await run(RESTORE, [...dry, '--target', ro, name!], { ...cleanEnv(), BACKUP_BASE: out, RESTORE_FILES: 'true' })
+    t.equal(r.code, ExitCode.input, `${dry.join(' ') || 'real run'}: ${r.stderr.trim()}`)
+    t.match(r.stderr, /read-only file system/)
+  }
+})

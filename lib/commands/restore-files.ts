@@ -1,12 +1,11 @@
-import { mkdir } from 'node:fs/promises'
 import { dirname } from 'node:path'
+import { createDestination, planDestination, type DestinationPlan } from '../artifact/destination.ts'
 import type { FilesystemSection } from '../artifact/manifest-tree.ts'
 import type { VerifiedArtifact } from '../artifact/verify.ts'
 import { DrError, inputError, verificationError } from '../cli/errors.ts'
 import { quoteValue } from '../cli/escape.ts'
 import { formatBytes, type Reporter } from '../cli/report.ts'
 import { critical, onInterrupt } from '../cli/signals.ts'
-import { fromSystemError } from '../cli/system-errors.ts'
 import type { Decoding } from '../pipeline/decode.ts'
 import { extractArchive } from '../files/extract.ts'
 import { indexEntries } from '../files/index-stream.ts'
@@ -75,6 +74,8 @@ export interface PreparedFiles {
   indexDecoding: Decoding
   /** The index could be read and its paths were checked (false only in a dry run of an encrypted artifact). */
   indexChecked: boolean
+  /** Each destination's parent: the directories to create (0700), checked writable, as backup plans --output. */
+  parents: DestinationPlan[]
 }
 
 /**
@@ -93,6 +94,7 @@ export async function prepareFilesRestore(
   const plans = await inspectRoots(planRoots(section, opts.target, opts.now))
   const archiveDecoding = decodingOf(artifact, section.archive, 'zstd', identity)
   const indexDecoding = decodingOf(artifact, section.index, undefined, identity)
+  const parents: DestinationPlan[] = []
   for (const plan of plans) {
     if (plan.existing === 'symlink' || plan.existing === 'other') {
       throw inputError(`${quoteValue(plan.destination)} is a ${plan.existing === 'symlink' ? 'symlink' : 'special file'}; restoring over it is refused`, 'move it away, or restore with --target DIR')
@@ -100,6 +102,7 @@ export async function prepareFilesRestore(
     if (plan.mountPoint) {
       throw inputError(`${quoteValue(plan.destination)} is a mount point; a restore swaps whole directories and cannot move it aside`, 'restore with --target DIR and copy the files in, or unmount it first')
     }
+    parents.push(await planDestination(dirname(plan.destination), 'the restore destination'))
     for (const left of await leftoverStaging(plan)) reporter.warn(`leftover staging directory from an interrupted restore: ${quoteValue(left)} (not used; remove it with rm -rf)`)
   }
   reporter.line(`files: ${section.entries} entries, ${formatBytes(section.bytes)} in ${section.roots.length} path(s)`)
@@ -107,11 +110,11 @@ export async function prepareFilesRestore(
   const encryptedIndex = artifact.manifest.files.find((f) => f.path === section.index)?.encryption === 'age'
   if (encryptedIndex && indexDecoding.identity === undefined) {
     reporter.line('files: the index is encrypted; its paths are checked with the key, before anything is written')
-    return { plans, section, archiveDecoding, indexDecoding, indexChecked: false }
+    return { plans, section, archiveDecoding, indexDecoding, indexChecked: false, parents }
   }
   await checkIndex(indexEntries(artifact.files.get(section.index)!, indexDecoding, opts.env), section)
   reporter.line('files: every path in the index stays inside its destination')
-  return { plans, section, archiveDecoding, indexDecoding, indexChecked: true }
+  return { plans, section, archiveDecoding, indexDecoding, indexChecked: true, parents }
 }
 
 const outcome = (plan: RootPlan, placed?: Placed): RootOutcome => ({
@@ -145,11 +148,7 @@ export async function stageFiles(opts: FilesRestoreOptions, prepared: PreparedFi
   const { plans, section, archiveDecoding, indexDecoding } = prepared
   const archive = artifact.files.get(section.archive)!
   const index = artifact.files.get(section.index)!
-  for (const plan of plans) {
-    await mkdir(dirname(plan.destination), { recursive: true, mode: 0o700 }).catch((err: unknown) => {
-      throw fromSystemError(err) ?? err
-    })
-  }
+  for (const parent of prepared.parents) await createDestination(parent)
   const release = onInterrupt(() => discardStaging(plans))
   const discard = async () => {
     release()

@@ -58,8 +58,9 @@ export function bech32ChecksumOk(key: string): boolean {
 export function parseRecipientList(text: string, source: string): string[] {
   const keys: string[] = []
   for (const raw of text.split(/\r?\n/)) {
-    const line = raw.trim()
-    if (line === '' || line.startsWith('#')) continue
+    // Whole-line and trailing comments: `age1…  # laptop of the on-call`.
+    const line = raw.replace(/#.*$/, '').trim()
+    if (line === '') continue
     for (const word of line.split(/[\s,]+/)) {
       if (word === '') continue
       if (RECIPIENT_RE.test(word) && !bech32ChecksumOk(word)) {
@@ -87,13 +88,17 @@ export function parseRecipientList(text: string, source: string): string[] {
 export async function recipientsFromEnv(env: NodeJS.ProcessEnv): Promise<Recipients | null> {
   const keys: string[] = []
   const sources: string[] = []
+  // Set but empty is a mistake (an unset variable expanded in a cron line), never a request for plaintext.
   const inline = env.BACKUP_AGE_RECIPIENTS
-  if (inline !== undefined && inline.trim() !== '') {
-    keys.push(...parseRecipientList(inline, 'BACKUP_AGE_RECIPIENTS'))
+  if (inline !== undefined) {
+    const fromInline = parseRecipientList(inline, 'BACKUP_AGE_RECIPIENTS')
+    if (fromInline.length === 0) throw usageError('BACKUP_AGE_RECIPIENTS is set but holds no recipient', 'give age1… public keys, or unset it to back up without encryption')
+    keys.push(...fromInline)
     sources.push('BACKUP_AGE_RECIPIENTS')
   }
   const file = env.BACKUP_AGE_RECIPIENTS_FILE
-  if (file !== undefined && file !== '') {
+  if (file === '') throw usageError('BACKUP_AGE_RECIPIENTS_FILE is set but empty', 'give the path of the recipients file, or unset it to back up without encryption')
+  if (file !== undefined) {
     const text = (await readOperatorFile(file, RECIPIENTS_FILE)).toString('utf8')
     const fromFile = parseRecipientList(text, `BACKUP_AGE_RECIPIENTS_FILE ${quoteValue(file)}`)
     if (fromFile.length === 0) throw usageError(`BACKUP_AGE_RECIPIENTS_FILE ${quoteValue(file)} lists no recipient`, 'put one age1… public key per line')
