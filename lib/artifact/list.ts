@@ -4,6 +4,7 @@ import { DrError, inputError, usageError } from '../cli/errors.ts'
 import { quoteValue } from '../cli/escape.ts'
 import { fromSystemError } from '../cli/system-errors.ts'
 import { ARTIFACT_PREFIX, artifactName, isArtifactName, isPartialName } from './naming.ts'
+import type { Manifest } from './manifest.ts'
 import { readTrustedManifest } from './read-manifest.ts'
 
 
@@ -97,18 +98,20 @@ async function readEntry(base: string, name: string): Promise<ArtifactEntry | nu
   }
   if (partial) return { ...blank, kind: 'partial', modifiedAt: await newestWrite(path, mtime) }
   try {
-    const manifest = await readTrustedManifest(path)
-    return {
-      ...blank,
-      kind: 'complete',
-      createdAt: new Date(manifest.createdAt),
-      completedAt: new Date(manifest.completedAt),
-      bytes: manifest.files.reduce((sum, f) => sum + f.size, 0),
-      database: manifest.postgres.status === 'dumped' ? manifest.postgres.database : null,
-      modifiedAt: mtime,
-    }
+    return { ...blank, ...completeEntry(await readTrustedManifest(path)), modifiedAt: mtime }
   } catch (err) {
     return { ...blank, kind: 'damaged', problem: describeProblem(err), modifiedAt: mtime }
+  }
+}
+
+/** What a trusted manifest says of its artifact in a listing, whatever store it came from. */
+export function completeEntry(manifest: Manifest): Pick<ArtifactEntry, 'kind' | 'createdAt' | 'completedAt' | 'bytes' | 'database'> {
+  return {
+    kind: 'complete',
+    createdAt: new Date(manifest.createdAt),
+    completedAt: new Date(manifest.completedAt),
+    bytes: manifest.files.reduce((sum, f) => sum + f.size, 0),
+    database: manifest.postgres.status === 'dumped' ? manifest.postgres.database : null,
   }
 }
 

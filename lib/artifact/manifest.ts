@@ -92,6 +92,11 @@ export interface Manifest {
   files: ManifestFile[]
 }
 
+/** Is the artifact file `path` stored as age ciphertext? */
+export function isEncrypted(manifest: Pick<Manifest, 'files'>, path: string): boolean {
+  return manifest.files.find((f) => f.path === path)?.encryption === 'age'
+}
+
 export function serializeManifest(manifest: Manifest): string {
   return JSON.stringify(manifest, null, 2) + '\n'
 }

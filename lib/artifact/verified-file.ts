@@ -1,4 +1,5 @@
 import type { FileHandle } from 'node:fs/promises'
+import { verificationError } from '../cli/errors.ts'
 import type { Digest } from '../pipeline/checksum.ts'
 
 /**
@@ -11,4 +12,12 @@ export interface VerifiedFile {
   digest: Digest
   /** As the manifest names it, for messages. */
   name: string
+}
+
+/** A verified file whose bytes differed when they were read again to be applied; `outcome` says what that left behind. */
+export function changedAfterVerification(name: string, outcome?: string) {
+  return verificationError(
+    `${name} changed after it was verified${outcome ? `; ${outcome}` : ''}`,
+    'something is writing into the backup directory; stop it, then verify and restore again',
+  )
 }

@@ -1,4 +1,4 @@
-import type { PostgresDumped } from '../artifact/manifest.ts'
+import { isEncrypted, type PostgresDumped } from '../artifact/manifest.ts'
 import type { VerifiedArtifact } from '../artifact/verify.ts'
 import { verificationError } from '../cli/errors.ts'
 import type { Reporter } from '../cli/report.ts'
@@ -41,12 +41,12 @@ function verified(artifact: VerifiedArtifact, name: string) {
 }
 
 export function dumpSource(artifact: VerifiedArtifact, pg: PostgresDumped, identity: string | undefined): DumpSource {
-  const encrypted = artifact.manifest.files.find((f) => f.path === pg.file)?.encryption === 'age'
+  const encrypted = isEncrypted(artifact.manifest, pg.file)
   return { file: verified(artifact, pg.file), compression: pg.compression, encrypted, ...(encrypted && identity !== undefined ? { identity } : {}) }
 }
 
 export function rolesSource(artifact: VerifiedArtifact, pg: PostgresDumped, identity: string | undefined): RolesSource | undefined {
   if (!pg.roles) return undefined
-  const encrypted = artifact.manifest.files.find((f) => f.path === pg.roles!.file)?.encryption === 'age'
+  const encrypted = isEncrypted(artifact.manifest, pg.roles.file)
   return { file: verified(artifact, pg.roles.file), encrypted, ...(encrypted && identity !== undefined ? { identity } : {}) }
 }

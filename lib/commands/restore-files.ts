@@ -1,6 +1,7 @@
 import { dirname } from 'node:path'
 import { createDestination, planDestination, type DestinationPlan } from '../artifact/destination.ts'
 import type { FilesystemSection } from '../artifact/manifest-tree.ts'
+import { isEncrypted } from '../artifact/manifest.ts'
 import type { VerifiedArtifact } from '../artifact/verify.ts'
 import { DrError, inputError, verificationError } from '../cli/errors.ts'
 import { quoteValue } from '../cli/escape.ts'
@@ -35,7 +36,7 @@ export type FilesRestoreResult =
   | { status: 'restored'; roots: RootOutcome[]; entries: number; bytes: number }
 
 function decodingOf(artifact: VerifiedArtifact, name: string, compression: 'zstd' | undefined, identity: string | undefined): Decoding {
-  const encrypted = artifact.manifest.files.find((f) => f.path === name)?.encryption === 'age'
+  const encrypted = isEncrypted(artifact.manifest, name)
   return { compression, ...(encrypted ? { identity } : {}) }
 }
 
@@ -107,7 +108,7 @@ export async function prepareFilesRestore(
   }
   reporter.line(`files: ${section.entries} entries, ${formatBytes(section.bytes)} in ${section.roots.length} path(s)`)
   for (const plan of plans) reporter.line(`files: ${opts.dryRun ? 'would restore' : 'restore'} ${describePlan(plan)}`)
-  const encryptedIndex = artifact.manifest.files.find((f) => f.path === section.index)?.encryption === 'age'
+  const encryptedIndex = isEncrypted(artifact.manifest, section.index)
   if (encryptedIndex && indexDecoding.identity === undefined) {
     reporter.line('files: the index is encrypted; its paths are checked with the key, before anything is written')
     return { plans, section, archiveDecoding, indexDecoding, indexChecked: false, parents }

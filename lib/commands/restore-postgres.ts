@@ -1,6 +1,6 @@
 import { availableParallelism } from 'node:os'
 import type { PostgresDumped } from '../artifact/manifest.ts'
-import type { VerifiedFile } from '../artifact/verified-file.ts'
+import { changedAfterVerification, type VerifiedFile } from '../artifact/verified-file.ts'
 import { DrError, usageError, verificationError } from '../cli/errors.ts'
 import { critical, InterruptedBeforeCritical } from '../cli/signals.ts'
 import { DigestMismatch, readVerified } from '../pipeline/checksum.ts'
@@ -70,7 +70,7 @@ async function ensureRoles(conn: PgConnection, roles: RolesSource | undefined, d
   const sql = roles.encrypted
     ? await readDecoded(roles.file, { compression: undefined, identity: roles.identity }, conn.env, ROLES_LIMIT)
     : await readVerified(roles.file.handle, roles.file.digest, ROLES_LIMIT).catch((err: unknown) => {
-        throw err instanceof DigestMismatch ? verificationError(`${roles.file.name} changed after it was verified`, 'something is writing into the backup directory; stop it and restore again') : err
+        throw err instanceof DigestMismatch ? changedAfterVerification(roles.file.name) : err
       })
   if (!sql) throw verificationError(`${roles.file.name} is larger than a roles dump can be`, 'the artifact is damaged; use another backup')
   const doc = parseRoles(sql.toString('utf8'))

@@ -1,13 +1,10 @@
 import { pipeline } from 'node:stream/promises'
-import type { VerifiedFile } from '../artifact/verified-file.ts'
+import { changedAfterVerification, type VerifiedFile } from '../artifact/verified-file.ts'
 import { verificationError, type DrError } from '../cli/errors.ts'
 import { oneLine } from '../cli/redact.ts'
 import { DigestMismatch, streamOf, verifiedBytes } from '../pipeline/checksum.ts'
 import { decoder, type Decoding } from '../pipeline/decode.ts'
 import { decryptionFailure } from './age.ts'
-
-const changed = (name: string) =>
-  verificationError(`${name} changed after it was verified`, 'something is writing into the backup directory; stop it, then verify and restore again')
 
 /**
  * Decodes a whole verified file (age -d, zstd -d as needed) and hands the
@@ -28,7 +25,7 @@ export async function decodeVerified(file: VerifiedFile, decoding: Decoding, env
     }
   })()
   const [fed, read, exit] = await Promise.all([settle(pipeline(streamOf(bytes), tool.stdin!)), settle(drained), tool.exited])
-  if (fed instanceof DigestMismatch) throw changed(file.name)
+  if (fed instanceof DigestMismatch) throw changedAfterVerification(file.name)
   if (exit !== 0) throw decodeFailure(tool.stderr(), file.name, decoding, exit)
   if (read) throw read
   if (fed) throw fed

@@ -2,7 +2,7 @@ import { constants as fsConstants } from 'node:fs'
 import { chmod, chown, copyFile, lstat, mkdir } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { pipeline } from 'node:stream/promises'
-import type { VerifiedFile } from '../artifact/verified-file.ts'
+import { changedAfterVerification, type VerifiedFile } from '../artifact/verified-file.ts'
 import { runtimeError, verificationError } from '../cli/errors.ts'
 import { oneLine } from '../cli/redact.ts'
 import { decodeFailure } from '../crypto/decrypt-check.ts'
@@ -129,14 +129,14 @@ export async function extractArchive(
     stopAll()
     const [feedError, exit] = await Promise.all([fed, unpack.exited])
     // Root causes first: bytes changed after verification, then a key or cipher failure.
-    if (feedError instanceof DigestMismatch) throw changed(archive.name)
+    if (feedError instanceof DigestMismatch) throw changedAfterVerification(archive.name, 'nothing was restored')
     // Killed (9) or cut off (SIGPIPE, 13) because we stopped reading: not the decoder's failure.
     if (exit !== 0 && exit !== 128 + 9 && exit !== 128 + 13) throw decodeFailure(unpack.stderr(), archive.name, decoding, exit)
     if (err instanceof TarFormatError) throw refused(err.message)
     throw err
   }
   const [feedError, exit] = await Promise.all([fed, unpack.exited])
-  if (feedError instanceof DigestMismatch) throw changed(archive.name)
+  if (feedError instanceof DigestMismatch) throw changedAfterVerification(archive.name, 'nothing was restored')
   if (exit !== 0) throw decodeFailure(unpack.stderr(), archive.name, decoding, exit)
   if (feedError) throw feedError
 }
@@ -167,5 +167,3 @@ async function setMtime(path: string, mtime: string): Promise<void> {
   if (exit !== 0) throw runtimeError(`cannot set the time of ${path}: ${oneLine(touch.stderr())}`, 'check permissions in the staging directory')
 }
 
-const changed = (name: string) =>
-  verificationError(`${name} changed after it was verified; nothing was restored`, 'something is writing into the backup directory; stop it, then verify and restore again')

@@ -1,8 +1,7 @@
 import { createInterface } from 'node:readline'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import type { VerifiedFile } from '../artifact/verified-file.ts'
-import { verificationError } from '../cli/errors.ts'
+import { changedAfterVerification, type VerifiedFile } from '../artifact/verified-file.ts'
 import { decodeFailure } from '../crypto/decrypt-check.ts'
 import { DigestMismatch, streamOf, verifiedBytes } from '../pipeline/checksum.ts'
 import { decoder, needsDecoding, type Decoding } from '../pipeline/decode.ts'
@@ -30,7 +29,7 @@ export async function* indexEntries(file: VerifiedFile, decoding: Decoding, env:
     )
     finished = (async () => {
       const [feedError, exit] = await Promise.all([fed, tool.exited])
-      if (feedError instanceof DigestMismatch) throw changed(file.name)
+      if (feedError instanceof DigestMismatch) throw changedAfterVerification(file.name)
       if (exit !== 0) throw decodeFailure(tool.stderr(), file.name, decoding, exit)
       if (feedError) throw feedError
     })()
@@ -38,7 +37,7 @@ export async function* indexEntries(file: VerifiedFile, decoding: Decoding, env:
     plain = streamOf(bytes)
     finished = new Promise((resolve, reject) => {
       plain.on('end', resolve)
-      plain.on('error', (err) => reject(err instanceof DigestMismatch ? changed(file.name) : err))
+      plain.on('error', (err) => reject(err instanceof DigestMismatch ? changedAfterVerification(file.name) : err))
     })
   }
   finished.catch(() => {}) // surfaced below, after the lines
@@ -64,6 +63,3 @@ export async function* indexEntries(file: VerifiedFile, decoding: Decoding, env:
   }
   await finished
 }
-
-const changed = (name: string) =>
-  verificationError(`${name} changed after it was verified`, 'something is writing into the backup directory; stop it, then verify and restore again')

@@ -1,7 +1,7 @@
 import { createWriteStream, type WriteStream } from 'node:fs'
 import { Transform, Writable, type TransformCallback } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import type { VerifiedFile } from '../artifact/verified-file.ts'
+import { changedAfterVerification, type VerifiedFile } from '../artifact/verified-file.ts'
 import { DrError, runtimeError, verificationError } from '../cli/errors.ts'
 import { oneLine, redact } from '../cli/redact.ts'
 import { DigestMismatch, readRange, streamOf, verifiedBytes } from '../pipeline/checksum.ts'
@@ -24,12 +24,6 @@ export interface DumpSource extends Decoding {
 
 const pgRestore = (conn: PgConnection, args: string[], stdin: 'pipe' | 'ignore' = 'pipe') =>
   spawnTool('pg_restore', args, { env: conn.env, stdin, stdout: 'ignore', missing: notFound('pg_restore') })
-
-const changedAfterVerification = (name: string, undo: string) =>
-  verificationError(
-    `${name} changed after it was verified; ${undo}`,
-    'something is writing into the backup directory; stop it, then verify and restore again',
-  )
 
 /** zstd ended by our own SIGTERM/SIGKILL (its reader had what it needed, or we stopped it) is not a damaged dump. */
 const killedByUs = (exit: number) => exit === 128 + 15 || exit === 128 + 9

@@ -14,7 +14,7 @@ import {
   PutObjectCommand,
   type S3Client,
 } from '@aws-sdk/client-s3'
-import { compareNewestFirst, parseArtifactStamp, type ArtifactEntry } from '../artifact/list.ts'
+import { compareNewestFirst, completeEntry, parseArtifactStamp, type ArtifactEntry } from '../artifact/list.ts'
 import { fsyncDir, fsyncFile } from '../artifact/durable.ts'
 import { isSafeRelativePath, parseManifestSum } from '../artifact/manifest.ts'
 import { isArtifactName, MANIFEST_FILE, MANIFEST_SUM_FILE } from '../artifact/naming.ts'
@@ -187,14 +187,7 @@ export class S3Store implements Store {
       const sum = await this.readSmall(key + MANIFEST_SUM_FILE, MANIFEST_SUM_FILE, SUM_LIMIT)
       const expected = parseManifestSum(sum.toString('utf8'))
       const manifest = trustManifestBytes(expected, await this.readSmall(key + MANIFEST_FILE, MANIFEST_FILE, MANIFEST_LIMIT))
-      return {
-        ...blank,
-        kind: 'complete',
-        createdAt: new Date(manifest.createdAt),
-        completedAt: new Date(manifest.completedAt),
-        bytes: manifest.files.reduce((total, f) => total + f.size, 0),
-        database: manifest.postgres.status === 'dumped' ? manifest.postgres.database : null,
-      }
+      return { ...blank, ...completeEntry(manifest) }
     } catch (err) {
       // The artifact's fault: damaged. The store's (credentials, network): the whole listing fails.
       if (err instanceof DrError && err.kind === 'verification') return { ...blank, kind: 'damaged', problem: err.message }
