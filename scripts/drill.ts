@@ -1,4 +1,4 @@
-#!/usr/bin/env -S sh -c 'd="$(dirname "$(realpath "$0")")/.."; exec node --max-semi-space-size=2 --import "$d/node_modules/tsx/dist/loader.mjs" "$d/node_modules/zx/build/cli.js" "$(realpath "$0")" "$@"'
+#!/usr/bin/env -S sh -c 'exec sh "$(dirname "$(realpath "$0")")/../lib/cli/launch.sh" "$(realpath "$0")" "$@"'
 // Runs under zx with tsx (see the line above), like backup.sh and restore.sh.
 import { checkAppendable } from '../lib/artifact/destination.ts'
 import { appendSynced } from '../lib/artifact/durable.ts'

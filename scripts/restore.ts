@@ -1,4 +1,4 @@
-#!/usr/bin/env -S sh -c 'd="$(dirname "$(realpath "$0")")/.."; exec node --max-semi-space-size=2 --import "$d/node_modules/tsx/dist/loader.mjs" "$d/node_modules/zx/build/cli.js" "$(realpath "$0")" "$@"'
+#!/usr/bin/env -S sh -c 'exec sh "$(dirname "$(realpath "$0")")/../lib/cli/launch.sh" "$(realpath "$0")" "$@"'
 // Runs under zx with tsx (see the line above): it finds its own node_modules,
 // so it may be called by absolute path from any working directory.
 import { parseArgs } from '../lib/cli/args.ts'
