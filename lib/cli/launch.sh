@@ -28,6 +28,7 @@ esbuild=$root/node_modules/esbuild/bin/esbuild
 bundle() {
   [ -x "$esbuild" ] || return 1
   key=$(cd "$root" && { find lib scripts -type f -name '*.ts' -exec sha256sum {} + | LC_ALL=C sort -k 2 && sha256sum package-lock.json tsconfig.json; } 2>/dev/null | sha256sum | cut -c 1-20) || return 1
+  case $key in *[!0-9a-f]* | '') return 1 ;; esac
   dir=$root/.bundle/$key
   [ -f "$dir/$name.mjs" ] && return 0
   mkdir -p "$root/.bundle" 2>/dev/null || return 1

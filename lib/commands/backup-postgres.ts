@@ -38,9 +38,19 @@ export async function dumpPostgres(
   withRolePasswords: boolean,
   reporter: Reporter,
 ): Promise<{ files: ManifestFile[]; section: PostgresDumped }> {
-  const info = await serverInfo(conn)
+  // Three round trips that need nothing of each other, run together (each is a child process).
+  const held = exportSnapshot(conn)
+  let info: Awaited<ReturnType<typeof serverInfo>>
+  let rolesText: string
+  try {
+    ;[info, rolesText] = await allInOrder([serverInfo(conn), dumpRoles(conn, withRolePasswords)])
+  } catch (err) {
+    // The snapshot's session waits on its stdin: it must not keep this process alive.
+    await held.then((s) => s.release(), () => {})
+    throw err
+  }
+  const snapshot = await held
   reporter.line(`postgres: dumping database ${info.database} (server ${info.serverVersion})`)
-  const snapshot = await exportSnapshot(conn)
   let dump: ManifestFile
   let tables: TableCount[]
   try {
@@ -60,7 +70,6 @@ export async function dumpPostgres(
   }
   reporter.endProgress()
   reporter.line(`postgres: ${formatBytes(dump.size)} sha256 ${dump.sha256}`)
-  const rolesText = await dumpRoles(conn, withRolePasswords)
   const rolesOut = storeEncoded(writer, ROLES_FILE, 'pipe', { ...encryption, compress: false }, conn.env)
   rolesOut.stdin!.end(rolesText)
   const roles = await rolesOut.done
