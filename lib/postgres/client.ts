@@ -1,7 +1,7 @@
-import { $ } from 'zx'
 import { runtimeError } from '../cli/errors.ts'
 import { oneLine, redact } from '../cli/redact.ts'
-import { onInterrupt } from '../cli/signals.ts'
+import { spawnTool } from '../pipeline/spawn.ts'
+import { clientCommand, learnClientVersion } from './client-path.ts'
 import { describeTarget, type PgConnection } from './connection.ts'
 
 export const notFound = (cmd: string) =>
@@ -13,15 +13,19 @@ interface CommandResult {
   stderr: string
 }
 
+/**
+ * One short client call, its output collected (a few KiB: versions, query
+ * results). Spawned directly, without a shell: each psql of a restore then
+ * costs one exec, not a shell's and pg_wrapper's as well (client-path.ts).
+ */
 async function run(conn: PgConnection, cmd: string, args: string[], input?: string): Promise<CommandResult> {
-  const child = $({ env: conn.env, quiet: true, nothrow: true, input })`${cmd} ${args}`
-  // An interrupted run must not leave e.g. pg_restore going on to commit behind our back.
-  const release = onInterrupt(async () => {
-    await child.kill('SIGTERM').catch(() => {})
-  })
-  const out = await child.finally(release)
-  if (out.exitCode === 127) throw notFound(cmd)
-  return { exitCode: out.exitCode ?? 1, stdout: out.stdout, stderr: out.stderr }
+  const tool = spawnTool(clientCommand(cmd, conn.env), args, { env: conn.env, stdin: 'pipe', stdout: 'pipe', missing: notFound(cmd) })
+  const chunks: Buffer[] = []
+  tool.stdout!.on('data', (chunk: Buffer) => chunks.push(chunk))
+  tool.stdin!.end(input ?? '')
+  // The whole output is wanted: 'close' (which resolves exited) comes after stdout has ended.
+  const exitCode = await tool.exited
+  return { exitCode, stdout: Buffer.concat(chunks).toString('utf8'), stderr: tool.stderr() }
 }
 
 export function failed(conn: PgConnection, what: string, result: { exitCode: number; stderr: string }, fix: string) {
@@ -34,6 +38,7 @@ export const CONNECT_FIX = 'check PGHOST/PGPORT/PGUSER/PGDATABASE (or DATABASE_U
 export async function toolVersion(conn: PgConnection, tool: 'pg_dump' | 'pg_restore' | 'psql'): Promise<string> {
   const result = await run(conn, tool, ['--version'])
   if (result.exitCode !== 0) throw failed(conn, `${tool} --version`, result, 'reinstall the PostgreSQL client tools')
+  learnClientVersion(result.stdout)
   return result.stdout.trim()
 }
 

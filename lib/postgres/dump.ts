@@ -5,6 +5,7 @@ import type { EncodedFile } from '../pipeline/encode.ts'
 import { spawnTool } from '../pipeline/spawn.ts'
 import { formatDuration } from '../policy/duration.ts'
 import { CONNECT_FIX, failed, notFound } from './client.ts'
+import { clientCommand } from './client-path.ts'
 import type { PgConnection } from './connection.ts'
 
 export interface DumpOptions {
@@ -21,7 +22,7 @@ export interface DumpOptions {
  */
 export async function dumpDatabase(conn: PgConnection, store: (stdout: Readable) => EncodedFile, opts: DumpOptions): Promise<ManifestFile> {
   const dump = spawnTool(
-    'pg_dump',
+    clientCommand('pg_dump', conn.env),
     ['--format=custom', '--compress=0', '--no-password', `--snapshot=${opts.snapshot}`, `--lock-wait-timeout=${opts.lockWaitTimeoutMs}`],
     { env: conn.env, stdin: 'ignore', stdout: 'pipe', missing: notFound('pg_dump') },
   )

@@ -9,6 +9,7 @@ import { spawnTool, type Tool } from '../pipeline/spawn.ts'
 import { decoder, needsDecoding, type Decoding } from '../pipeline/decode.ts'
 import { writeAll } from '../pipeline/write-all.ts'
 import { failed, notFound } from './client.ts'
+import { clientCommand } from './client-path.ts'
 import { conninfoQuote, type PgConnection } from './connection.ts'
 
 /** How the dump file is stored: formatVersion 2 compresses with zstd, 1 relies on pg_dump's own zlib. */
@@ -23,7 +24,7 @@ export interface DumpSource extends Decoding {
 }
 
 const pgRestore = (conn: PgConnection, args: string[], stdin: 'pipe' | 'ignore' = 'pipe') =>
-  spawnTool('pg_restore', args, { env: conn.env, stdin, stdout: 'ignore', missing: notFound('pg_restore') })
+  spawnTool(clientCommand('pg_restore', conn.env), args, { env: conn.env, stdin, stdout: 'ignore', missing: notFound('pg_restore') })
 
 /** zstd ended by our own SIGTERM/SIGKILL (its reader had what it needed, or we stopped it) is not a damaged dump. */
 const killedByUs = (exit: number) => exit === 128 + 15 || exit === 128 + 9
@@ -162,7 +163,7 @@ async function loadPlain(conn: PgConnection, source: DumpSource, args: string[],
  */
 async function loadDecoded(conn: PgConnection, source: DumpSource, args: string[], head: HeadCopy, onProgress?: (bytes: number) => void): Promise<Loaded> {
   const unzip = decoder(source, conn.env)
-  const load = spawnTool('pg_restore', args, { env: conn.env, stdin: unzip.stdout!, stdout: 'ignore', missing: notFound('pg_restore') })
+  const load = spawnTool(clientCommand('pg_restore', conn.env), args, { env: conn.env, stdin: unzip.stdout!, stdout: 'ignore', missing: notFound('pg_restore') })
   const headUnzip = decoder(source, conn.env)
   const headDone = pipeline(headUnzip.stdout!, head, new Writable({ write: (_chunk, _enc, done) => done() })).catch(() => {})
   const stop = () => {

@@ -2,6 +2,7 @@ import { runtimeError } from '../cli/errors.ts'
 import type { TableCount } from '../artifact/manifest.ts'
 import { spawnTool } from '../pipeline/spawn.ts'
 import { CONNECT_FIX, failed, notFound, psql } from './client.ts'
+import { clientCommand } from './client-path.ts'
 import type { PgConnection } from './connection.ts'
 
 /** A snapshot exported by a session we keep open: it is only importable while that session lives. */
@@ -17,7 +18,7 @@ export interface HeldSnapshot {
  * approximation taken a moment earlier or later.
  */
 export async function exportSnapshot(conn: PgConnection): Promise<HeldSnapshot> {
-  const session = spawnTool('psql', ['-X', '-A', '-t', '-q', '-w', '-v', 'ON_ERROR_STOP=1'], {
+  const session = spawnTool(clientCommand('psql', conn.env), ['-X', '-A', '-t', '-q', '-w', '-v', 'ON_ERROR_STOP=1'], {
     env: conn.env,
     stdin: 'pipe',
     stdout: 'pipe',
