@@ -40,6 +40,7 @@ export async function dumpPostgres(
 ): Promise<{ files: ManifestFile[]; section: PostgresDumped }> {
   // Three round trips that need nothing of each other, run together (each is a child process).
   const held = exportSnapshot(conn)
+  held.catch(() => {}) // observed below; failing before the others settle must not count as unhandled
   let info: Awaited<ReturnType<typeof serverInfo>>
   let rolesText: string
   try {

@@ -46,16 +46,33 @@ export function readRange(handle: FileHandle, size: number): AsyncIterable<Buffe
   return handle.createReadStream({ start: 0, end: size - 1, autoClose: false, highWaterMark: READ_CHUNK })
 }
 
+/**
+ * Checksums `size` bytes of an open file from the start. Two reused 4 MiB
+ * buffers: the next read (in libuv's thread pool) runs while this thread
+ * hashes the last one, and nothing is allocated per chunk. Measured on a
+ * cached 117 MiB dump: 1 MiB stream chunks 0.19 s, this about 0.12 s
+ * (openssl dgst: 0.10 s).
+ */
 export async function digestHandle(handle: FileHandle, size: number, onProgress?: (bytes: number) => void): Promise<Digest> {
   const hash = createHash('sha256')
+  const buffers = [Buffer.allocUnsafe(DIGEST_CHUNK), Buffer.allocUnsafe(DIGEST_CHUNK)]
+  const readAt = (i: number, position: number) => handle.read(buffers[i % 2]!, 0, Math.min(DIGEST_CHUNK, size - position), position)
   let bytes = 0
-  for await (const chunk of readRange(handle, size)) {
-    hash.update(chunk)
-    bytes += chunk.length
+  let i = 0
+  let pending = size > 0 ? readAt(0, 0) : null
+  while (pending) {
+    const { bytesRead, buffer } = await pending
+    if (bytesRead === 0) break // the file is shorter than `size`: the caller compares sizes
+    const next = bytes + bytesRead
+    pending = next < size ? readAt(++i, next) : null
+    hash.update(buffer.subarray(0, bytesRead))
+    bytes = next
     onProgress?.(bytes)
   }
   return { sha256: hash.digest('hex'), size: bytes }
 }
+
+const DIGEST_CHUNK = 4 * 1024 * 1024
 
 export function digestBuffer(data: Buffer | string): Digest {
   const buf = typeof data === 'string' ? Buffer.from(data) : data
