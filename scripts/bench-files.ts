@@ -116,6 +116,8 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, reporter 
     let seq = 0
     const t: Record<string, Timed[]> = {}
     const time = async (key: string, cmd: string[], extra: Record<string, string> = {}) => {
+      // Untimed: no step pays for the write-back of the one before it (or of a freshly built tree).
+      await $`sync`
       ;(t[key] ??= []).push(await timeCommand(work, ++seq, key, cmd, { ...env, ...extra }))
     }
     let storedBytes = 0

@@ -22,7 +22,8 @@ Builds once (again with --rebuild) database NAME (default cdr_bench_v2) of about
 N MiB (default 1024, by pg_database_size): pgbench tables (pgbench -i) plus ~20%
 varied rows (distinct random bytea, jsonb documents, free text, timestamps, btree,
 gin and unique indexes). Then times each step with GNU time (wall, peak RSS with
-children), median of --runs (default 1), against plain tools on the same data:
+children), median of --runs (default 1), each step started after \`sync\` and a
+CHECKPOINT, against plain tools on the same data:
   backup   backup.sh --json           vs  pg_dump -Fc;  pg_dump -Fc -Z0 | zstd -T0 -3
            (and the artifact's size vs both dump files)
   verify   restore.sh --dry-run       vs  sha256sum;  openssl dgst -sha256 (largest file)
@@ -119,8 +120,15 @@ class Bench {
     return left
   }
 
-  /** GNU time: wall seconds and peak RSS of the whole command, children included. */
-  timed(step: string, cmd: string[], env: Record<string, string> = {}): Promise<Timed> {
+  /**
+   * GNU time: wall seconds and peak RSS of the whole command, children
+   * included. Every step starts settled (untimed: `sync`, then a server
+   * CHECKPOINT), so none pays for the write-back of the step before it: the
+   * untimed 1 GiB directory dump used to land on whichever restore ran next.
+   */
+  async timed(step: string, cmd: string[], env: Record<string, string> = {}): Promise<Timed> {
+    await sh`sync`
+    await sh`psql -XAtqd postgres -c CHECKPOINT`
     return timeCommand(this.work, ++this.seq, step, cmd, { ...baseEnv, ...env })
   }
 }
