@@ -159,7 +159,7 @@ export async function stageFiles(opts: FilesRestoreOptions, prepared: PreparedFi
     const entries = indexEntries(index, indexDecoding, opts.env)[Symbol.asyncIterator]()
     await extractArchive(archive, archiveDecoding, plans, entries, opts.env, (bytes) => reporter.progress('extracting files', bytes))
     reporter.endProgress()
-    reporter.line('files: extracted into staging, every member as the index lists it; reading each one back')
+    reporter.line("files: extracted into staging, every member as the index lists it and every file's content as the backup hashed it; checking what tar wrote")
     const checked = await verifyStaged(plans, indexEntries(index, indexDecoding, opts.env), (bytes) => reporter.progress('verifying restored files', bytes))
     reporter.endProgress()
     reporter.line(`files: ${checked.entries} entries extracted and verified against the index (${formatBytes(checked.bytes)}), staged beside their destinations`)

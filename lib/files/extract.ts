@@ -40,6 +40,9 @@ function extractor(plan: RootPlan, env: NodeJS.ProcessEnv): Tool {
 const refused = (why: string) =>
   verificationError(`the file archive is refused, nothing was restored: ${why}`, 'the artifact is damaged or was tampered with; use another backup')
 
+const contentMismatch = (path: string) =>
+  verificationError(`${JSON.stringify(path)} does not match the index (content): the archive holds other bytes than the backup hashed; nothing was moved into place`, 'the artifact is damaged or was tampered with; use another backup')
+
 /** An end-of-archive marker for a tar whose members stop here because the next root begins. */
 const END_OF_ARCHIVE = Buffer.alloc(1024)
 
@@ -67,6 +70,8 @@ export async function extractArchive(
     (err: unknown) => err,
   )
   let current: { index: number; tar: Tool } | null = null
+  /** The index entry of the member being passed to tar: its content is hashed on the way and must match. */
+  let expected: IndexEntry | null = null
   const crossLinks: { path: string; from: string; member: TarMember }[] = []
   const finished: Tool[] = []
   const finish = async () => {
@@ -89,12 +94,12 @@ export async function extractArchive(
   try {
     await scanTar(unpack.stdout!, {
       flushBeforeHeader: true,
-      hashContent: false,
       header: async (member) => {
         const next = await entries.next()
         if (next.done) throw refused(`it holds ${JSON.stringify(member.path)}, which is not in the index`)
         const mismatch = memberMatches(member, next.value)
         if (mismatch) throw refused(mismatch)
+        expected = next.value
         const verdict = guard.check(member)
         if ('refused' in verdict) throw refused(verdict.refused)
         if (verdict.linkRoot !== undefined) {
@@ -111,7 +116,11 @@ export async function extractArchive(
         }
         return 'pass' as const
       },
-      end: () => {},
+      end: (member, sha256) => {
+        // The bytes tar was given are the bytes hashed at backup (BorgBackup's check on extract):
+        // a mismatch stops the restore here, before anything moves into place.
+        if (member.type === 'file' && sha256 !== expected?.sha256) throw contentMismatch(member.path)
+      },
       write: async (chunk) => {
         if (!current) throw refused('it starts with data that belongs to no member')
         await writeAll(current.tar.stdin!, chunk)

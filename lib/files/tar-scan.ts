@@ -27,8 +27,6 @@ export interface ScanHandlers {
   write(chunk: Buffer): Promise<void>
   /** Deliver everything before a member to write() before header() is asked about it (header() switches where bytes go). */
   flushBeforeHeader?: boolean
-  /** false: end() gets no digest (a restore verifies the written files instead); saves a hash of every byte. */
-  hashContent?: boolean
 }
 
 /**
@@ -189,7 +187,7 @@ class Scanner {
     // Hardlinks, symlinks and directories carry no content (GNU tar writes size 0 for them).
     const hasContent = member.type === 'file' || member.type === 'other'
     const left = hasContent ? stored : 0
-    const hash = member.type === 'file' && this.h.hashContent !== false ? createHash('sha256') : null
+    const hash = member.type === 'file' ? createHash('sha256') : null
     const sparse: SparseState | null = member.sparse && hash
       ? { phase: 'map', mapParts: [], skip: 0, segments: [], index: -1, segLeft: 0, pos: 0, realSize: member.size }
       : null
