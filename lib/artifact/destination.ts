@@ -1,5 +1,5 @@
 import { constants } from 'node:fs'
-import { access, lstat, mkdir, stat } from 'node:fs/promises'
+import { access, lstat, mkdir, rmdir, stat } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
 import { inputError } from '../cli/errors.ts'
 import { quoteValue } from '../cli/escape.ts'
@@ -92,15 +92,33 @@ export async function checkWritableDir(dir: string, what: string): Promise<void>
  * makes each new entry durable: a destination created just now must
  * survive a crash along with what goes in it.
  */
-export async function createDestination(plan: DestinationPlan): Promise<void> {
+export async function createDestination(plan: DestinationPlan): Promise<string[]> {
+  const created: string[] = []
   for (const dir of plan.create) {
     try {
       await mkdir(dir, { mode: 0o700 })
+      created.push(dir)
     } catch (err) {
       // Created meanwhile by someone else: fine if it is a directory now.
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || !(await stat(dir)).isDirectory()) throw errorFor(err)
     }
     await fsyncDir(dirname(dir))
+  }
+  return created
+}
+
+/**
+ * Undoes createDestination after a failed run: the directories it made,
+ * deepest first, each only while still empty (anything put there since
+ * is someone's and stays, with the directories above it).
+ */
+export async function removeCreated(created: readonly string[]): Promise<void> {
+  for (const dir of [...created].reverse()) {
+    try {
+      await rmdir(dir)
+    } catch {
+      return
+    }
   }
 }
 

@@ -1,5 +1,5 @@
 import { dirname } from 'node:path'
-import { createDestination, planDestination, type DestinationPlan } from '../artifact/destination.ts'
+import { createDestination, planDestination, removeCreated, type DestinationPlan } from '../artifact/destination.ts'
 import type { FilesystemSection } from '../artifact/manifest-tree.ts'
 import { isEncrypted } from '../artifact/manifest.ts'
 import type { VerifiedArtifact } from '../artifact/verify.ts'
@@ -134,7 +134,7 @@ export interface StagedFiles {
   prepared: PreparedFiles
   entries: number
   bytes: number
-  /** Removes the staging directories (a later step failed); nothing else was touched. */
+  /** Removes the staging directories, and the parents made for them while still empty (a later step failed); nothing else was touched. */
   discard(): Promise<void>
 }
 
@@ -149,11 +149,23 @@ export async function stageFiles(opts: FilesRestoreOptions, prepared: PreparedFi
   const { plans, section, archiveDecoding, indexDecoding } = prepared
   const archive = artifact.files.get(section.archive)!
   const index = artifact.files.get(section.index)!
-  for (const parent of prepared.parents) await createDestination(parent)
-  const release = onInterrupt(() => discardStaging(plans))
+  // Parents made for --target go again with the staging when the restore fails: rmdir stops at
+  // the first that is not empty, which after a successful restore is the one holding it.
+  const created: string[] = []
+  const undo = async () => {
+    await discardStaging(plans)
+    await removeCreated(created)
+  }
+  const release = onInterrupt(undo)
   const discard = async () => {
     release()
-    await discardStaging(plans)
+    await undo()
+  }
+  try {
+    for (const parent of prepared.parents) created.push(...(await createDestination(parent)))
+  } catch (err) {
+    await discard()
+    throw err
   }
   try {
     const entries = indexEntries(index, indexDecoding, opts.env)[Symbol.asyncIterator]()
