@@ -234,7 +234,12 @@ if (fx) {
     const dir = mkdtempSync(join(tmpdir(), 'cdr-s3-'))
     t.teardown(() => rmSync(dir, { recursive: true, force: true }))
     const got = await store.download(NAME, join(dir, NAME))
-    t.same(got.sort(), ['manifest.json', 'manifest.json.sha256', 'postgres.dump.zst', 'roles.json'])
+    t.same(got.map((f) => f.path).sort(), ['manifest.json', 'manifest.json.sha256', 'postgres.dump.zst', 'roles.json'])
+    t.same(
+      got.find((f) => f.path === 'postgres.dump.zst'),
+      { path: 'postgres.dump.zst', sha256: createHash('sha256').update(dump).digest('hex'), size: dump.length },
+      'the digest of the bytes as they were written',
+    )
     t.ok(readFileSync(join(dir, NAME, 'postgres.dump.zst')).equals(dump), 'the dump downloads byte for byte')
     t.equal(readFileSync(join(dir, NAME, 'manifest.json'), 'utf8'), manifest)
     t.equal(readFileSync(join(dir, NAME, 'manifest.json.sha256'), 'utf8'), sum)

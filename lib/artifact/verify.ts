@@ -3,7 +3,7 @@ import { basename, join } from 'node:path'
 import { verificationError } from '../cli/errors.ts'
 import type { Reporter } from '../cli/report.ts'
 import { formatBytes } from '../cli/report.ts'
-import { digestHandle } from '../pipeline/checksum.ts'
+import { digestHandle, type Digest } from '../pipeline/checksum.ts'
 import type { Manifest } from './manifest.ts'
 import { isArtifactName, MANIFEST_FILE, MANIFEST_SUM_FILE } from './naming.ts'
 import { openRegular } from './open.ts'
@@ -22,8 +22,13 @@ export interface VerifiedArtifact {
  * matches its checksum and every listed file matches its size and
  * SHA-256. The files stay open so that what is applied later is what was
  * verified here, whatever happens to the paths meanwhile.
+ *
+ * `known` holds digests taken while this run wrote the files into its own
+ * staging directory (a download): those files are checked against the
+ * manifest by that digest and their size, not read a second time. Every
+ * step that applies bytes hashes them again as it reads (verifiedBytes).
  */
-export async function verifyArtifact(dir: string, reporter: Reporter): Promise<VerifiedArtifact> {
+export async function verifyArtifact(dir: string, reporter: Reporter, known?: ReadonlyMap<string, Digest>): Promise<VerifiedArtifact> {
   const manifest = await readTrustedManifest(dir)
   if (isArtifactName(basename(dir)) && manifest.artifact !== basename(dir)) {
     reporter.warn(`artifact directory ${basename(dir)} was renamed; its manifest names ${manifest.artifact}`)
@@ -46,12 +51,12 @@ export async function verifyArtifact(dir: string, reporter: Reporter): Promise<V
       if (size !== file.size) {
         throw verificationError(`${file.path} is ${size} bytes, manifest says ${file.size}`, 'the artifact is damaged; use another backup')
       }
-      const digest = await digestHandle(handle, file.size, (bytes) => reporter.progress(`verifying ${file.path}`, bytes))
+      const digest = known?.get(file.path) ?? (await digestHandle(handle, file.size, (bytes) => reporter.progress(`verifying ${file.path}`, bytes)))
       reporter.endProgress()
       if (digest.size !== file.size || digest.sha256 !== file.sha256) {
         throw verificationError(`${file.path} failed its SHA-256 check`, 'the artifact is damaged; use another backup')
       }
-      reporter.line(`verified ${file.path} (${formatBytes(file.size)}, sha256 ok)`)
+      reporter.line(`verified ${file.path} (${formatBytes(file.size)}, sha256 ok${known?.has(file.path) ? ', as downloaded' : ''})`)
     }
   } catch (err) {
     await close()

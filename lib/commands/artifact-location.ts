@@ -8,9 +8,10 @@ import { inputError, usageError } from '../cli/errors.ts'
 import { quoteValue } from '../cli/escape.ts'
 import type { Reporter } from '../cli/report.ts'
 import { onInterrupt } from '../cli/signals.ts'
+import type { Digest } from '../pipeline/checksum.ts'
 import { parseLocation } from '../storage/location.ts'
 import { openStore } from '../storage/open.ts'
-import type { S3Store } from '../storage/s3.ts'
+import type { DownloadedFile, S3Store } from '../storage/s3.ts'
 import type { Store } from '../storage/store.ts'
 
 /** The store BACKUP_BASE (or a positional directory) names: a local directory or an s3:// bucket. */
@@ -26,6 +27,8 @@ export interface LocalArtifact {
   origin: string
   /** Removes a downloaded copy; nothing for a local artifact. */
   cleanup(): Promise<void>
+  /** A downloaded copy's files, hashed as they were written into this run's private staging directory. */
+  digests?: ReadonlyMap<string, Digest>
 }
 
 function splitS3Artifact(url: string): { base: string; name: string } {
@@ -76,9 +79,10 @@ export async function localArtifact(
   const dir = await mkdtemp(join(parent, 'cdr-fetch-'))
   const cleanup = () => rm(dir, { recursive: true, force: true })
   const release = onInterrupt(cleanup)
+  let downloaded: DownloadedFile[]
   try {
     reporter.line(`downloading ${origin} into ${dir} (verified before use)`)
-    await store.download(s3.name, join(dir, s3.name), { durable: false })
+    downloaded = await store.download(s3.name, join(dir, s3.name), { durable: false })
   } catch (err) {
     release()
     await cleanup()
@@ -91,5 +95,6 @@ export async function localArtifact(
       release()
       await cleanup()
     },
+    digests: new Map(downloaded.map((f) => [f.path, { sha256: f.sha256, size: f.size }])),
   }
 }

@@ -107,7 +107,7 @@ export async function runDrill(opts: DrillOptions, reporter: Reporter): Promise<
     path = located.origin
     reporter.heading(`${opts.dryRun ? 'Drill (dry run: verify only)' : 'Drill'}: ${path}`)
     artifact = await clock.run('verify', async () => {
-      const verified = await verifyArtifact(located!.path, reporter)
+      const verified = await verifyArtifact(located!.path, reporter, located!.digests)
       if (opts.dryRun) describeEncryption(verified, reporter)
       else identity = await unlockArtifact(verified, opts.env, reporter)
       const dump = dumpOf(verified, identity)

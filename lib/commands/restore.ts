@@ -40,7 +40,7 @@ export async function runRestore(opts: RestoreOptions, reporter: Reporter): Prom
   const located = await localArtifact(opts.artifact, opts.backupBase, opts.env, opts.stagingDir, reporter)
   const path = located.origin
   reporter.heading(`${opts.dryRun ? 'Restore plan (dry run)' : 'Restore'}: ${path}`)
-  const artifact = await verifyArtifact(located.path, reporter).catch(async (err: unknown) => {
+  const artifact = await verifyArtifact(located.path, reporter, located.digests).catch(async (err: unknown) => {
     await located.cleanup()
     throw err
   })

@@ -23,6 +23,7 @@ import { DrError, inputError, runtimeError, verificationError } from '../cli/err
 import { quoteValue } from '../cli/escape.ts'
 import { s3Error, s3NameOf, s3StatusOf, type S3Connection } from './s3-client.ts'
 import type { ArtifactWriter, Store } from './store.ts'
+import { DigestStream, type Digest } from '../pipeline/checksum.ts'
 import { mapLimit } from '../pipeline/map-limit.ts'
 import { CLAIM_FILE, S3Writer } from './s3-writer.ts'
 
@@ -54,6 +55,11 @@ export interface S3Location {
   bucket: string
   prefix: string
   url: string
+}
+
+/** One object of a downloaded artifact: its path in the artifact, and the digest of the bytes written. */
+export interface DownloadedFile extends Digest {
+  path: string
 }
 
 /** An unfinished multipart upload, as listed by staleUploads. */
@@ -349,10 +355,12 @@ export class S3Store implements Store {
    * Copies every object of one complete artifact into `localDir` (created
    * 0700 if missing), files 0600 and fsynced, one at a time, streamed. Keys
    * that would land outside `localDir` are refused. Nothing is verified
-   * here: restore checks every byte against the manifest before using any.
-   * On failure the files already written stay: `localDir` is the caller's.
+   * here: each file's SHA-256 is taken from the bytes as they are written
+   * (one pass), for the caller to check against the manifest instead of
+   * reading the copy again. On failure the files already written stay:
+   * `localDir` is the caller's.
    */
-  async download(name: string, localDir: string, opts: { durable?: boolean } = {}): Promise<string[]> {
+  async download(name: string, localDir: string, opts: { durable?: boolean } = {}): Promise<DownloadedFile[]> {
     // A restore's staging copy is verified and thrown away: flushing it to disk first buys nothing.
     const durable = opts.durable ?? true
     const key = this.artifactKey(name)
@@ -367,6 +375,7 @@ export class S3Store implements Store {
     if (unsafe) throw verificationError(`artifact ${quoteValue(where)} holds an object named ${quoteValue(unsafe.rel)}`, 'the artifact is damaged or tampered with; use another backup')
     await mkdir(localDir, { recursive: true, mode: 0o700 })
     const dirs = new Set<string>([localDir])
+    const downloaded: DownloadedFile[] = []
     for (const f of files) {
       const path = join(localDir, f.rel)
       const dir = dirname(path)
@@ -380,8 +389,9 @@ export class S3Store implements Store {
       // caller's system-error mapping; the network's become one S3 line.
       let localErr: unknown
       out.once('error', (err) => (localErr = err))
+      const digest = new DigestStream()
       try {
-        await pipeline(body, out)
+        await pipeline(body, digest, out)
       } catch (err) {
         if (err !== localErr) throw this.fail(err, `s3://${this.bucket}/${f.key}`)
         if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw inputError(`${quoteValue(path)} already exists`, 'download into an empty directory')
@@ -390,9 +400,10 @@ export class S3Store implements Store {
       const bytes = (await stat(path)).size
       if (bytes !== f.size) throw runtimeError(`download of ${quoteValue(`s3://${this.bucket}/${f.key}`)} ended after ${bytes} of ${f.size} bytes`, 'run again')
       if (durable) await fsyncFile(path)
+      downloaded.push({ path: f.rel, ...digest.digest() })
     }
     if (durable) for (const dir of dirs) await fsyncDir(dir)
-    return files.map((f) => f.rel)
+    return downloaded
   }
 
   /**
