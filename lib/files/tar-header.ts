@@ -115,6 +115,31 @@ export function decodeName(bytes: Buffer): { text: string; raw?: Buffer } {
   return Buffer.byteLength(text) === bytes.length && Buffer.from(text).equals(bytes) ? { text } : { text, raw: Buffer.from(bytes) }
 }
 
+/** The only sparse encoding tar --format=posix --sparse writes (1.0): its keys. */
+const SPARSE_1_0 = new Set(['GNU.sparse.major', 'GNU.sparse.minor', 'GNU.sparse.name', 'GNU.sparse.realsize'])
+
+/**
+ * Whether a member is sparse (format 1.0, whose map leads its data).
+ * GNU tar also extracts the older pax encodings (0.0, 0.1: the map in the
+ * header) and old-GNU 'S' members as sparse; their stored bytes are not
+ * the file's content, so a hash of them would vouch for a file tar writes
+ * differently. None of them is produced here, so each is refused.
+ */
+function sparseFormat(pax: Map<string, string>, global: Map<string, string>, flag: string): boolean {
+  if (flag === 'S') throw new TarFormatError('an old GNU sparse member, which this tool never writes')
+  let any = false
+  for (const records of [pax, global]) {
+    for (const key of records.keys()) {
+      if (!key.startsWith('GNU.sparse.')) continue
+      if (!SPARSE_1_0.has(key) || records === global) throw new TarFormatError(`an unsupported sparse encoding (${key})`)
+      any = true
+    }
+  }
+  if (!any) return false
+  if (pax.get('GNU.sparse.major') !== '1' || pax.get('GNU.sparse.minor') !== '0') throw new TarFormatError('an unsupported sparse encoding (not 1.0)')
+  return true
+}
+
 export function describe(header: Buffer, pax: Map<string, string>, global: Map<string, string>): { member: TarMember; stored: number } {
   const get = (key: string) => pax.get(key) ?? global.get(key)
   const bytesOf = (key: string) => {
@@ -125,7 +150,7 @@ export function describe(header: Buffer, pax: Map<string, string>, global: Map<s
   const prefix = cBytes(header, 345, 155)
   const name = cBytes(header, 0, 100)
   const ustarPath = cString(header, 257, 6) === 'ustar' && prefix.length > 0 ? Buffer.concat([prefix, Buffer.from('/'), name]) : name
-  const sparse = get('GNU.sparse.major') === '1'
+  const sparse = sparseFormat(pax, global, flag)
   let pathBytes = (sparse ? bytesOf('GNU.sparse.name') : undefined) ?? bytesOf('path') ?? ustarPath
   while (pathBytes.length > 0 && pathBytes[pathBytes.length - 1] === 0x2f) pathBytes = pathBytes.subarray(0, -1)
   const decoded = decodeName(pathBytes)
