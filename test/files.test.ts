@@ -6,6 +6,9 @@ import { chmodSync, chownSync, closeSync, cpSync, existsSync, lchownSync, linkSy
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { mapLimit } from '../lib/pipeline/map-limit.ts'
+import { identityOf } from '../lib/pipeline/checksum.ts'
+import { verifyArtifact } from '../lib/artifact/verify.ts'
+import type { Reporter } from '../lib/cli/report.ts'
 import { ExitCode } from '../lib/cli/errors.ts'
 import {
   BACKUP,
@@ -388,6 +391,8 @@ interface Member {
   mode?: number
   link?: string
   data?: string
+  /** Extra pax records of this member (what a forger would add). */
+  pax?: Record<string, string>
 }
 
 const MTIME = 1700000000
@@ -407,6 +412,7 @@ with tarfile.open(fileobj=sys.stdout.buffer, mode='w|', format=tarfile.PAX_FORMA
             ti.size = len(data)
         if 'link' in m:
             ti.linkname = m['link']
+        ti.pax_headers = m.get('pax', {})
         tf.addfile(ti, io.BytesIO(data) if m['type'] == 'file' else None)
 `
 
@@ -561,6 +567,13 @@ t.test('hand-made archives that would write outside their paths are refused, and
   refused('an archive member that is not in the index (in the middle)', ({ R, evil }) => ({ archive: [dir(R), file(`${R}/${evil}`), file(`${R}/a.txt`, 'restored a\n')], index: base(R) }), /where the index expects/)
   refused('an index entry that is not in the archive', ({ R }) => ({ archive: base(R), index: [...base(R), file(`${R}/ghost`)] }), /which is not in the archive/)
   refused('a member whose mode the index does not have (setuid added)', ({ R }) => ({ archive: [dir(R), { path: `${R}/tool`, type: 'file', mode: 0o4755, data: 'x' }], index: [dir(R), { path: `${R}/tool`, type: 'file', mode: 0o755, data: 'x' }] }), /mode differs/)
+  // GNU tar extracts the older pax sparse encodings as sparse files: the stored bytes (which
+  // hash as the index says) would be written shifted, with zeros between, at the same size.
+  const sparse01 = { 'GNU.sparse.size': '16', 'GNU.sparse.numblocks': '2', 'GNU.sparse.map': '0,4,12,4' }
+  refused('a member in the sparse encoding 0.1 (map in the header)', ({ R }) => ({ archive: [dir(R), { ...file(`${R}/a.txt`, 'AAAABBBB'), pax: sparse01 }] }), /unsupported sparse encoding/)
+  refused('a member in the sparse encoding 0.0 (offset/numbytes)', ({ R }) => ({
+    archive: [dir(R), { ...file(`${R}/a.txt`, 'AAAABBBB'), pax: { 'GNU.sparse.size': '16', 'GNU.sparse.numblocks': '1', 'GNU.sparse.offset': '8', 'GNU.sparse.numbytes': '8' } }],
+  }), /unsupported sparse encoding/)
   refused('content that is not what the index hashed (same size)', ({ R }) => ({ archive: [dir(R), file(`${R}/a.txt`, 'EVIL!\n')], index: [dir(R), file(`${R}/a.txt`, 'good!\n')] }), /does not match the index \(content\)/)
 
   // Every case has directories of its own: they run four at a time, then each is judged.
@@ -693,6 +706,21 @@ t.test('damage that passes the checksums (forged manifest) is still refused, and
       t.same(readdirSync(base), [], '--target and the parents made for it are gone again')
     })
   }
+})
+
+t.test('a digest taken while downloading vouches only for the file as it was written', async (t) => {
+  const { bk } = await backedUpDir(t, 'known-digest')
+  const archive = join(bk.path, 'files.tar.zst')
+  const listed = JSON.parse(readFileSync(join(bk.path, 'manifest.json'), 'utf8')).files as { path: string; sha256: string; size: number }[]
+  const entry = listed.find((f) => f.path === 'files.tar.zst')!
+  const lines: string[] = []
+  const reporter = { ...quiet, line: (l: string) => lines.push(l) }
+  const known = new Map([[entry.path, { sha256: entry.sha256, size: entry.size, written: identityOf(statSync(archive, { bigint: true })) }]])
+  const ok = await verifyArtifact(bk.path, reporter, known)
+  await ok.close()
+  t.match(lines.join('\n'), /verified files\.tar\.zst \(.*sha256 ok, as downloaded\)/, 'the file as written: its digest is used')
+  flipByte(archive, Math.floor(entry.size / 2))
+  await t.rejects(verifyArtifact(bk.path, reporter, known), { message: /files\.tar\.zst failed its SHA-256 check/ }, 'changed since (ctime moved): hashed again, and the flip is caught')
 })
 
 t.test('a refusal mid-archive is reported as what it is, not as an archive that cannot be decoded', async (t) => {
@@ -888,3 +916,15 @@ t.test('a read-only --target is refused by the dry run and the real run alike, n
     t.match(r.stderr, /read-only file system/)
   }
 })
+
+/** Silent; the in-process checks look at the result and the lines they collect. */
+const quiet: Reporter = {
+  json: true,
+  line: () => {},
+  heading: () => {},
+  warn: () => {},
+  progress: () => {},
+  endProgress: () => {},
+  result: () => {},
+  failure: () => {},
+}

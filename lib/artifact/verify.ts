@@ -3,12 +3,17 @@ import { basename, join } from 'node:path'
 import { verificationError } from '../cli/errors.ts'
 import type { Reporter } from '../cli/report.ts'
 import { formatBytes } from '../cli/report.ts'
-import { digestHandle, type Digest } from '../pipeline/checksum.ts'
+import { digestHandle, identityOf, sameFile, type Digest, type FileIdentity } from '../pipeline/checksum.ts'
 import type { Manifest } from './manifest.ts'
 import { isArtifactName, MANIFEST_FILE, MANIFEST_SUM_FILE } from './naming.ts'
 import { openRegular } from './open.ts'
 import { readTrustedManifest } from './read-manifest.ts'
 import type { VerifiedFile } from './verified-file.ts'
+
+/** A digest taken while the file was written, and the file it vouches for. */
+export interface KnownDigest extends Digest {
+  written: FileIdentity
+}
 
 export interface VerifiedArtifact {
   manifest: Manifest
@@ -24,11 +29,12 @@ export interface VerifiedArtifact {
  * verified here, whatever happens to the paths meanwhile.
  *
  * `known` holds digests taken while this run wrote the files into its own
- * staging directory (a download): those files are checked against the
- * manifest by that digest and their size, not read a second time. Every
- * step that applies bytes hashes them again as it reads (verifiedBytes).
+ * staging directory (a download): a file still the very one written
+ * (same inode, ctime unmoved) is checked against the manifest by that
+ * digest, not read a second time; any other is hashed. Every step that
+ * applies bytes hashes them again as it reads (verifiedBytes).
  */
-export async function verifyArtifact(dir: string, reporter: Reporter, known?: ReadonlyMap<string, Digest>): Promise<VerifiedArtifact> {
+export async function verifyArtifact(dir: string, reporter: Reporter, known?: ReadonlyMap<string, KnownDigest>): Promise<VerifiedArtifact> {
   const manifest = await readTrustedManifest(dir)
   if (isArtifactName(basename(dir)) && manifest.artifact !== basename(dir)) {
     reporter.warn(`artifact directory ${basename(dir)} was renamed; its manifest names ${manifest.artifact}`)
@@ -51,12 +57,14 @@ export async function verifyArtifact(dir: string, reporter: Reporter, known?: Re
       if (size !== file.size) {
         throw verificationError(`${file.path} is ${size} bytes, manifest says ${file.size}`, 'the artifact is damaged; use another backup')
       }
-      const digest = known?.get(file.path) ?? (await digestHandle(handle, file.size, (bytes) => reporter.progress(`verifying ${file.path}`, bytes)))
+      const written = known?.get(file.path)
+      const asWritten = written !== undefined && sameFile(written.written, identityOf(await handle.stat({ bigint: true })))
+      const digest = asWritten ? written : await digestHandle(handle, file.size, (bytes) => reporter.progress(`verifying ${file.path}`, bytes))
       reporter.endProgress()
       if (digest.size !== file.size || digest.sha256 !== file.sha256) {
         throw verificationError(`${file.path} failed its SHA-256 check`, 'the artifact is damaged; use another backup')
       }
-      reporter.line(`verified ${file.path} (${formatBytes(file.size)}, sha256 ok${known?.has(file.path) ? ', as downloaded' : ''})`)
+      reporter.line(`verified ${file.path} (${formatBytes(file.size)}, sha256 ok${asWritten ? ', as downloaded' : ''})`)
     }
   } catch (err) {
     await close()

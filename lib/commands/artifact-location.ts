@@ -3,12 +3,12 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { checkWritableDir } from '../artifact/destination.ts'
 import { checkArtifactDir, resolveArtifactPath } from '../artifact/locate.ts'
+import type { KnownDigest } from '../artifact/verify.ts'
 import { isArtifactName, isPartialName } from '../artifact/naming.ts'
 import { inputError, usageError } from '../cli/errors.ts'
 import { quoteValue } from '../cli/escape.ts'
 import type { Reporter } from '../cli/report.ts'
 import { onInterrupt } from '../cli/signals.ts'
-import type { Digest } from '../pipeline/checksum.ts'
 import { parseLocation } from '../storage/location.ts'
 import { openStore } from '../storage/open.ts'
 import type { DownloadedFile, S3Store } from '../storage/s3.ts'
@@ -28,7 +28,7 @@ export interface LocalArtifact {
   /** Removes a downloaded copy; nothing for a local artifact. */
   cleanup(): Promise<void>
   /** A downloaded copy's files, hashed as they were written into this run's private staging directory. */
-  digests?: ReadonlyMap<string, Digest>
+  digests?: ReadonlyMap<string, KnownDigest>
 }
 
 function splitS3Artifact(url: string): { base: string; name: string } {
@@ -95,6 +95,6 @@ export async function localArtifact(
       release()
       await cleanup()
     },
-    digests: new Map(downloaded.map((f) => [f.path, { sha256: f.sha256, size: f.size }])),
+    digests: new Map(downloaded.map((f) => [f.path, { sha256: f.sha256, size: f.size, written: f.written }])),
   }
 }

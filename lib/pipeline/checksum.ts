@@ -7,6 +7,17 @@ export interface Digest {
   size: number
 }
 
+/** Which file, and whether it changed: a write, truncate or chmod moves ctime, which no one can set back. */
+export interface FileIdentity {
+  dev: bigint
+  ino: bigint
+  ctimeNs: bigint
+}
+
+export const identityOf = (st: { dev: bigint; ino: bigint; ctimeNs: bigint }): FileIdentity => ({ dev: st.dev, ino: st.ino, ctimeNs: st.ctimeNs })
+
+export const sameFile = (a: FileIdentity, b: FileIdentity) => a.dev === b.dev && a.ino === b.ino && a.ctimeNs === b.ctimeNs
+
 /** 1 MiB reads: with 64 KiB reads the hash ran at 0.7 GB/s here, with 1 MiB at 1.0 GB/s. */
 export const READ_CHUNK = 1024 * 1024
 

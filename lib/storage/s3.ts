@@ -23,7 +23,7 @@ import { DrError, inputError, runtimeError, verificationError } from '../cli/err
 import { quoteValue } from '../cli/escape.ts'
 import { s3Error, s3NameOf, s3StatusOf, type S3Connection } from './s3-client.ts'
 import type { ArtifactWriter, Store } from './store.ts'
-import { DigestStream, type Digest } from '../pipeline/checksum.ts'
+import { DigestStream, identityOf, type Digest, type FileIdentity } from '../pipeline/checksum.ts'
 import { mapLimit } from '../pipeline/map-limit.ts'
 import { CLAIM_FILE, S3Writer } from './s3-writer.ts'
 
@@ -60,6 +60,8 @@ export interface S3Location {
 /** One object of a downloaded artifact: its path in the artifact, and the digest of the bytes written. */
 export interface DownloadedFile extends Digest {
   path: string
+  /** The file as written (lstat): the digest vouches for this inode, unchanged since (ctime). */
+  written: FileIdentity
 }
 
 /** An unfinished multipart upload, as listed by staleUploads. */
@@ -397,10 +399,11 @@ export class S3Store implements Store {
         if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw inputError(`${quoteValue(path)} already exists`, 'download into an empty directory')
         throw err
       }
-      const bytes = (await stat(path)).size
+      const st = await stat(path, { bigint: true })
+      const bytes = Number(st.size)
       if (bytes !== f.size) throw runtimeError(`download of ${quoteValue(`s3://${this.bucket}/${f.key}`)} ended after ${bytes} of ${f.size} bytes`, 'run again')
       if (durable) await fsyncFile(path)
-      downloaded.push({ path: f.rel, ...digest.digest() })
+      downloaded.push({ path: f.rel, ...digest.digest(), written: identityOf(st) })
     }
     if (durable) for (const dir of dirs) await fsyncDir(dir)
     return downloaded
