@@ -90,10 +90,10 @@ export async function checkWritableDir(dir: string, what: string): Promise<void>
 /**
  * Creates the planned directories, private to the operator (0700), and
  * makes each new entry durable: a destination created just now must
- * survive a crash along with what goes in it.
+ * survive a crash along with what goes in it. Each one made is added to
+ * `created` at once, so a failure part-way can undo them (removeCreated).
  */
-export async function createDestination(plan: DestinationPlan): Promise<string[]> {
-  const created: string[] = []
+export async function createDestination(plan: DestinationPlan, created: string[] = []): Promise<string[]> {
   for (const dir of plan.create) {
     try {
       await mkdir(dir, { mode: 0o700 })
@@ -116,8 +116,9 @@ export async function removeCreated(created: readonly string[]): Promise<void> {
   for (const dir of [...created].reverse()) {
     try {
       await rmdir(dir)
-    } catch {
-      return
+    } catch (err) {
+      // Gone already (someone removed it): the ones above may still be empty and ours.
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return
     }
   }
 }

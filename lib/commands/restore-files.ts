@@ -162,7 +162,7 @@ export async function stageFiles(opts: FilesRestoreOptions, prepared: PreparedFi
     await undo()
   }
   try {
-    for (const parent of prepared.parents) created.push(...(await createDestination(parent)))
+    for (const parent of prepared.parents) await createDestination(parent, created)
   } catch (err) {
     await discard()
     throw err
