@@ -96,7 +96,7 @@ export async function verifyStaged(plans: readonly RootPlan[], entries: AsyncIte
   return { entries: count, bytes }
 }
 
-/** One entry read back and compared; resolves with a regular file's size. */
+/** One staged entry looked at (lstat, readlink) and compared; resolves with a regular file's size. */
 async function checkEntry(plans: readonly RootPlan[], entry: IndexEntry, verdict: { root: number; linkRoot?: number }): Promise<number> {
   const asRoot = process.getuid?.() === 0
   const plan = plans[verdict.root]!
