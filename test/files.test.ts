@@ -314,6 +314,33 @@ async function changedTree(t: Test, what: string) {
   return { S, app, data, original, changed, bk }
 }
 
+t.test('a kept copy is never replaced: a name already taken gets -2, for a directory and for a file', async (t) => {
+  const { S, app, bk } = await changedTree(t, 'kept-taken')
+  const single = join(S, 'single.conf')
+  writeFileSync(single, 'backed up\n')
+  const bk2 = await backup(t, ['--path', single])
+  writeFileSync(single, 'edited after the backup\n')
+  // Kept copies from earlier restores under every name this run could pick in the next minute.
+  const stamps = Array.from({ length: 60 }, (_, i) => new Date(Date.now() + i * 1000).toISOString().slice(0, 19).replace(/[-:]/g, '') + 'Z')
+  for (const stamp of stamps) {
+    mkdirSync(`${app}.pre-restore-${stamp}`)
+    writeFileSync(join(`${app}.pre-restore-${stamp}`, 'earlier.txt'), stamp)
+    writeFileSync(`${single}.pre-restore-${stamp}`, stamp)
+  }
+  for (const [what, path, artifact] of [['directory', app, bk.path], ['file', single, bk2.path]] as const) {
+    const r = await restoreFiles([artifact])
+    t.equal(r.code, 0, r.stderr)
+    const kept = /what it held is kept as (\S+)$/m.exec(r.stdout)?.[1] ?? ''
+    t.match(r.stdout, `which is kept as ${kept})`, `${what}: the plan names the same free name`)
+    t.match(kept, new RegExp(`^${path}\\.pre-restore-\\d{8}T\\d{6}Z-2$`), `${what}: the taken name gets -2`)
+    for (const stamp of stamps) {
+      const earlier = `${path}.pre-restore-${stamp}`
+      t.equal(readFileSync(what === 'directory' ? join(earlier, 'earlier.txt') : earlier, 'utf8'), stamp, `${what}: ${stamp} kept as it was`)
+    }
+  }
+  t.equal(readFileSync(single, 'utf8'), 'backed up\n')
+})
+
 t.test('restore to the original places: new content in place, the old kept aside and named', async (t) => {
   const { S, app, data, original, changed, bk } = await changedTree(t, 'inplace')
   const r = await restoreFiles([bk.name], { BACKUP_BASE: bk.base })

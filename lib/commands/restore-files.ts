@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import { dirname } from 'node:path'
 import { createDestination, planDestination, removeCreated, type DestinationPlan } from '../artifact/destination.ts'
 import type { FilesystemSection } from '../artifact/manifest-tree.ts'
@@ -92,7 +93,7 @@ export async function prepareFilesRestore(
   identity: string | undefined,
   reporter: Reporter,
 ): Promise<PreparedFiles> {
-  const plans = await inspectRoots(planRoots(section, opts.target, opts.now))
+  const plans = await inspectRoots(planRoots(section, opts.target, opts.now, randomBytes(4).toString('hex')))
   const archiveDecoding = decodingOf(artifact, section.archive, 'zstd', identity)
   const indexDecoding = decodingOf(artifact, section.index, undefined, identity)
   const parents: DestinationPlan[] = []

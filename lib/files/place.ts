@@ -1,4 +1,4 @@
-import { readdir, rename, rm, rmdir } from 'node:fs/promises'
+import { lstat, mkdir, readdir, rename, rm, rmdir } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { fsyncDir } from '../artifact/durable.ts'
 import { runtimeError } from '../cli/errors.ts'
@@ -22,14 +22,13 @@ export async function placeRoot(plan: RootPlan): Promise<Placed> {
   let keptAside: string | null = null
   if (plan.existing !== 'none') {
     try {
-      await rename(plan.destination, plan.keepAside)
+      keptAside = await moveAside(plan.destination, plan.keepAside)
     } catch (err) {
       throw runtimeError(
         `cannot move ${quoteValue(plan.destination)} aside to ${quoteValue(plan.keepAside)} (${(err as NodeJS.ErrnoException).code ?? 'error'}); it was left as it was`,
         'check permissions on its parent directory (a mount point cannot be moved: restore with --target), then restore again',
       )
     }
-    keptAside = plan.keepAside
   }
   try {
     await rename(staged, plan.destination)
@@ -40,6 +39,40 @@ export async function placeRoot(plan: RootPlan): Promise<Placed> {
   await rmdir(plan.staging).catch(() => {})
   await fsyncDir(dirname(plan.destination))
   return { destination: plan.destination, keptAside }
+}
+
+/**
+ * Renames `path` to `name`, or to `name-2`, `name-3`… when that is taken:
+ * a kept copy is never replaced, not even one an earlier restore made in
+ * the same second. The name is claimed with an empty directory first
+ * (mkdir fails if it exists) and `path` renamed over it, which rename(2)
+ * allows only onto an empty directory; a file or symlink, which cannot
+ * replace a directory, is renamed only after checking the name is free.
+ */
+async function moveAside(path: string, name: string): Promise<string> {
+  const isDir = (await lstat(path)).isDirectory()
+  for (let n = 1; n <= 1000; n++) {
+    const candidate = n === 1 ? name : `${name}-${n}`
+    if (isDir) {
+      try {
+        await mkdir(candidate, { mode: 0o700 })
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EEXIST') continue
+        throw err
+      }
+      try {
+        await rename(path, candidate)
+      } catch (err) {
+        await rmdir(candidate).catch(() => {})
+        throw err
+      }
+      return candidate
+    }
+    if (await lstat(candidate).then(() => true, () => false)) continue
+    await rename(path, candidate)
+    return candidate
+  }
+  throw Object.assign(new Error('no free name'), { code: 'EEXIST' })
 }
 
 /** Removes staging directories of a restore that did not finish; safe to call on ones that never existed. */

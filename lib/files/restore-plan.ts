@@ -14,7 +14,7 @@ export interface RootPlan {
   destination: string
   /** Extracted and verified here first: beside the destination, so the final move is a rename on one file system. */
   staging: string
-  /** What the destination held before, kept under this name. */
+  /** What the destination held before, kept under this name (or, when it is taken by then, this name plus -2, -3…). */
   keepAside: string
   /** What is at the destination now. */
   existing: 'none' | 'directory' | 'file' | 'symlink' | 'other'
@@ -27,8 +27,12 @@ export function restoreStamp(now: Date): string {
   return now.toISOString().slice(0, 19).replace(/[-:]/g, '') + 'Z'
 }
 
-/** Pure: the names for each root. */
-export function planRoots(section: FilesystemSection, target: string | undefined, now: Date): Omit<RootPlan, 'existing' | 'mountPoint'>[] {
+/**
+ * Pure: the names for each root. `nonce` (random, per run) makes the
+ * staging directory this run's own: two restores started in the same
+ * second must never extract into, or clean up, each other's.
+ */
+export function planRoots(section: FilesystemSection, target: string | undefined, now: Date, nonce: string): Omit<RootPlan, 'existing' | 'mountPoint'>[] {
   const stamp = restoreStamp(now)
   return section.roots.map((root) => {
     const member = memberRoot(root)
@@ -37,7 +41,7 @@ export function planRoots(section: FilesystemSection, target: string | undefined
       root,
       member,
       destination,
-      staging: join(dirname(destination), `.${basename(destination)}.restoring-${stamp}`),
+      staging: join(dirname(destination), `.${basename(destination)}.restoring-${stamp}-${nonce}`),
       keepAside: `${destination}.pre-restore-${stamp}`,
     }
   })
@@ -61,6 +65,19 @@ async function inspect(path: string): Promise<Pick<RootPlan, 'existing' | 'mount
 
 export async function inspectRoots(plans: Omit<RootPlan, 'existing' | 'mountPoint'>[]): Promise<RootPlan[]> {
   const out: RootPlan[] = []
-  for (const plan of plans) out.push({ ...plan, ...(await inspect(plan.destination)) })
+  for (const plan of plans) {
+    const found = await inspect(plan.destination)
+    // The name the plan (and a dry run) shows: the first one still free. placeRoot claims it, or the next.
+    const keepAside = found.existing === 'none' ? plan.keepAside : await freeName(plan.keepAside)
+    out.push({ ...plan, keepAside, ...found })
+  }
   return out
+}
+
+/** `name`, or `name-2`, `name-3`…: the first that nothing has. */
+export async function freeName(name: string, from = 1): Promise<string> {
+  for (let n = from; ; n++) {
+    const candidate = n === 1 ? name : `${name}-${n}`
+    if (!(await lstat(candidate).then(() => true, () => false))) return candidate
+  }
 }
