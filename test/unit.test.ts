@@ -10,6 +10,7 @@ import { artifactName, isArtifactName, isPartialName, partialName } from '../lib
 import { connectionFromEnv, conninfoQuote, parseDatabaseUrl } from '../lib/postgres/connection.ts'
 import { oneLine, redact } from '../lib/cli/redact.ts'
 import { resolveArtifactPath } from '../lib/artifact/locate.ts'
+import { tarNote } from '../lib/files/archive.ts'
 
 const kindOf = (fn: () => unknown): string => {
   try {
@@ -184,4 +185,16 @@ t.test('progress: bytes, rate and elapsed on a terminal; nothing in --json or wi
     if (drawn) t.match(stderr.text, /dumping database: 5\.0 MiB, [\d.]+ MiB\/s, \d+ s/, 'bytes, rate and elapsed drawn on a terminal')
     else t.equal(stderr.text + stdout.text, '', `silent (json ${json}, tty ${tty})`)
   }
+})
+
+t.test("tar's warnings about the data are notes, its errors are not", async (t) => {
+  t.same(tarNote('tar: srv/app/log: file changed as we read it'), { list: 'changed', note: { path: '/srv/app/log', reason: 'file changed as we read it' } })
+  // GNU tar capitalises this one: a log truncated during the backup must not fail it.
+  t.same(tarNote('tar: srv/app/big.log: File shrank by 251658240 bytes; padding with zeros'), {
+    list: 'changed',
+    note: { path: '/srv/app/big.log', reason: 'File shrank by 251658240 bytes; padding with zeros' },
+  })
+  t.same(tarNote('tar: srv/app/gone: File removed before we read it'), { list: 'vanished', note: { path: '/srv/app/gone', reason: 'File removed before we read it' } })
+  t.same(tarNote('tar: srv/app/sock: socket ignored'), { list: 'skipped', note: { path: '/srv/app/sock', reason: 'socket' } })
+  t.equal(tarNote('tar: srv/app/secret: Cannot open: Permission denied'), null, 'unreadable: an error, not a note')
 })

@@ -54,6 +54,9 @@ export function bech32ChecksumOk(key: string): boolean {
   return chk === 1
 }
 
+/** Anything that looks like part of an age private key, in any case or wrapping. */
+const SECRET_RE = /age-?secret-?key/i
+
 /** Public keys only: they may be printed, logged and put on argv. */
 export function parseRecipientList(text: string, source: string): string[] {
   const keys: string[] = []
@@ -67,9 +70,11 @@ export function parseRecipientList(text: string, source: string): string[] {
         throw usageError(`${source} holds ${quoteValue(word)}, whose checksum is wrong (a typo?)`, 'copy the recipient again from age-keygen -y IDENTITY_FILE')
       }
       if (!RECIPIENT_RE.test(word)) {
-        // A private key pasted by mistake must not be echoed back.
-        const shown = word.startsWith('AGE-SECRET-KEY-') ? 'an age identity (private key)' : quoteValue(word.length > 80 ? `${word.slice(0, 80)}…` : word)
-        const fix = word.startsWith('AGE-SECRET-KEY-')
+        // A private key pasted by mistake must not be echoed back, however it is wrapped
+        // (quotes from an env file, a prefix, lower case).
+        const secret = SECRET_RE.test(word)
+        const shown = secret ? 'an age identity (private key)' : quoteValue(word.length > 80 ? `${word.slice(0, 80)}…` : word)
+        const fix = secret
           ? 'give the public key (age-keygen -y IDENTITY_FILE prints it); keep the identity off the backup host'
           : 'give age X25519 public keys (age1…), as printed by age-keygen'
         throw usageError(`${source} holds ${shown}, which is not an age recipient`, fix)
@@ -134,7 +139,7 @@ export function decryptionFailure(stderr: string, file: string, identityFile: st
   if (/failed to read header|parsing age header|failed to decrypt|authenticate|unexpected EOF|truncated/i.test(stderr)) {
     return verificationError(`${file} is damaged: its ciphertext does not decrypt`, 'the artifact is damaged; use another backup')
   }
-  return runtimeError(`age could not decrypt ${file} (${oneLine(stderr).replace(/AGE-SECRET-KEY-\S+/g, '[identity]').slice(0, 200) || 'no message'})`, 'check the age installation and BACKUP_AGE_IDENTITY_FILE')
+  return runtimeError(`age could not decrypt ${file} (${oneLine(stderr).replace(/\S*age-?secret-?key\S*/gi, '[identity]').slice(0, 200) || 'no message'})`, 'check the age installation and BACKUP_AGE_IDENTITY_FILE')
 }
 
 /** Restore of an encrypted artifact: the identity file must be named before anything starts. */

@@ -41,10 +41,20 @@ const SPECIAL: Partial<Record<TarMember['type'], string>> = {
 
 /** tar's warnings that describe the data, not a failure: "tar: PATH: MESSAGE". */
 const NOTES: { re: RegExp; list: 'changed' | 'vanished' | 'skipped' }[] = [
-  { re: /^tar: (.*): (file changed as we read it|file shrank by \d+ bytes?; padding with zeros)$/, list: 'changed' },
+  // GNU tar writes "file changed as we read it" but "File shrank by N bytes; padding with zeros".
+  { re: /^tar: (.*): (file changed as we read it|[Ff]ile shrank by \d+ bytes?; padding with zeros)$/, list: 'changed' },
   { re: /^tar: (.*): (File removed before we read it|Cannot (?:stat|open|savedir): No such file or directory|Directory renamed before its status could be extracted)$/, list: 'vanished' },
   { re: /^tar: (.*): (socket|door) ignored$/, list: 'skipped' },
 ]
+
+/** Pure: a line of tar's stderr that describes the data (a note), or null for a real error. */
+export function tarNote(line: string): { list: 'changed' | 'vanished' | 'skipped'; note: FileNote } | null {
+  for (const { re, list } of NOTES) {
+    const m = re.exec(line)
+    if (m) return { list, note: { path: '/' + m[1]!, reason: m[2]! } }
+  }
+  return null
+}
 
 class TarNotes {
   readonly changed: FileNote[] = []
@@ -73,10 +83,8 @@ class TarNotes {
 
   private line(line: string): void {
     if (line === '' || /^tar: Exiting with failure status due to previous errors$/.test(line)) return
-    for (const { re, list } of NOTES) {
-      const m = re.exec(line)
-      if (m) return this.add(list, { path: '/' + m[1]!, reason: m[2]! })
-    }
+    const note = tarNote(line)
+    if (note) return this.add(note.list, note.note)
     if (this.errors.length < 20) this.errors.push(line)
   }
 }
