@@ -806,6 +806,29 @@ t.test('bad paths and switches are refused in one line, and nothing is written',
     })
   }
 
+  await t.test('an --output or --copy-to inside a backed-up path (or holding one) is refused, the dry run too', async (t) => {
+    const S2 = scenario(t, 'selfbackup')
+    const app = join(S2, 'app')
+    mkdirSync(app)
+    writeFileSync(join(app, 'a.txt'), 'a\n')
+    symlinkSync(app, join(S2, 'via-link'))
+    const cases: Array<[string, string[]]> = [
+      ['--output inside --path', ['--output', join(app, 'backups'), '--path', app]],
+      ['--output inside --path, through a symlinked parent', ['--output', join(S2, 'via-link', 'backups'), '--path', app]],
+      ['--path inside --output', ['--output', S2, '--path', app]],
+      ['--copy-to inside BACKUP_PATHS', ['--output', join(S2, 'out'), '--copy-to', join(app, 'copies')]],
+    ]
+    for (const [name, args] of cases) {
+      for (const dry of [[], ['--dry-run']]) {
+        const r = await run(BACKUP, [...args, ...dry], filesEnv({ BACKUP_PATHS: app }))
+        failsCleanly(t, r, EXIT.usage, /each backup would hold the ones before it/)
+        t.pass(`${name}${dry.length ? ' (dry run)' : ''}`)
+      }
+    }
+    t.same(readdirSync(app), ['a.txt'], 'nothing was written into the backed-up path')
+    t.same(readdirSync(S2).sort(), ['app', 'via-link'], 'nor beside it')
+  })
+
   await t.test('RESTORE_FILES=true on an artifact without files', async (t) => {
     const b = await backup(t, [])
     t.equal(b.manifest.filesystem, undefined)

@@ -19,7 +19,7 @@ import type { Reporter } from '../cli/report.ts'
 import { critical, onInterrupt } from '../cli/signals.ts'
 import type { EncryptionPolicy, Recipients } from '../crypto/age.ts'
 import { archiveTrees } from '../files/archive.ts'
-import { checkRoots } from '../files/roots.ts'
+import { checkOutsideRoots, checkRoots } from '../files/roots.ts'
 import { digestBuffer } from '../pipeline/checksum.ts'
 import { checkTools } from '../pipeline/tools.ts'
 import { connectionFromEnv, type PgConnection } from '../postgres/connection.ts'
@@ -164,6 +164,9 @@ export async function runBackup(opts: BackupOptions, reporter: Reporter): Promis
     if (c.kind === 's3') await openStore(c, opts.env)
     else copyPlans.set(c.path, await planDestination(c.path, '--copy-to'))
     reporter.line(`copy to: ${c.kind === 'local' ? c.path : c.url} (after the backup, read back and checked)`)
+  }
+  for (const [dir, what] of [...(destination ? [[destination.path, '--output'] as const] : []), ...[...copyPlans.keys()].map((p) => [p, '--copy-to'] as const)]) {
+    await checkOutsideRoots(dir, what, opts.paths)
   }
   if (copies.length > 0 && location.kind !== 'local') throw usageError('--copy-to copies a local backup off-site', 'use a local --output with --copy-to s3://…, or write to the bucket directly with --output s3://… alone')
   reporter.line(

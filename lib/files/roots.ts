@@ -1,5 +1,5 @@
-import { lstat } from 'node:fs/promises'
-import { resolve } from 'node:path'
+import { lstat, realpath } from 'node:fs/promises'
+import { basename, dirname, join, resolve } from 'node:path'
 import { inputError, usageError } from '../cli/errors.ts'
 import { quoteValue } from '../cli/escape.ts'
 import { fromSystemError } from '../cli/system-errors.ts'
@@ -46,5 +46,32 @@ export async function checkRoots(roots: readonly string[]): Promise<void> {
       throw inputError(`${quoteValue(root)} is a symlink; backing it up would save the link, not what it points to`, 'give the path it points to (realpath PATH)')
     }
     if (!st.isDirectory() && !st.isFile()) throw inputError(`${quoteValue(root)} is not a directory or a regular file`, 'back up directories and regular files')
+  }
+}
+
+/** The physical path of `path`, through symlinks in its existing part; the missing rest appended as given. */
+async function physical(path: string): Promise<string> {
+  try {
+    return await realpath(path)
+  } catch {
+    const parent = dirname(path)
+    return parent === path ? path : join(await physical(parent), basename(path))
+  }
+}
+
+const within = (inner: string, outer: string) => inner === outer || inner.startsWith(outer === '/' ? '/' : `${outer}/`)
+
+/**
+ * A backup written into a backed-up path would archive its own partial
+ * artifact and every earlier backup, growing each night; one whose
+ * output holds a backed-up path would do the same. Compared physically,
+ * so a symlinked parent does not hide it.
+ */
+export async function checkOutsideRoots(dir: string, what: string, roots: readonly string[]): Promise<void> {
+  const out = await physical(dir)
+  for (const root of roots) {
+    const r = await physical(root)
+    if (within(out, r)) throw usageError(`${what} ${quoteValue(dir)} is inside ${quoteValue(root)}, which is backed up: each backup would hold the ones before it`, `write the backups outside the backed-up paths`)
+    if (within(r, out)) throw usageError(`${quoteValue(root)} is inside ${what} ${quoteValue(dir)}: each backup would hold the ones before it`, `leave the backup directory out of --path and BACKUP_PATHS`)
   }
 }
