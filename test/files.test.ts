@@ -735,6 +735,26 @@ t.test('damage that passes the checksums (forged manifest) is still refused, and
   }
 })
 
+t.test('a path too long to restore is warned about at backup, and refused by the restore before anything is written', async (t) => {
+  const S = scenario(t, 'longpath')
+  const app = join(S, 'app')
+  mkdirSync(app)
+  // 21 levels of 200-byte names: over PATH_MAX (4096) in all, made one level at a time.
+  execFileSync('python3', ['-c', 'import os,sys\nos.chdir(sys.argv[1])\nfor i in range(21):\n  n="%0200d" % i\n  os.mkdir(n)\n  os.chdir(n)\nopen("f","w").write("deep")', app])
+  // Node's own rm cannot remove it (ENAMETOOLONG): GNU rm can, before the scenario's cleanup runs.
+  t.teardown(() => execFileSync('rm', ['-rf', S]))
+  writeFileSync(join(app, 'short.txt'), 'short\n')
+  const b = await run(BACKUP, ['--output', join(S, 'out'), '--path', app], filesEnv())
+  t.equal(b.code, 0, b.stderr)
+  t.match(b.stderr, /too long to restore in place \(PATH_MAX is 4096\)/)
+  const artifact = join(S, 'out', readdirSync(join(S, 'out'))[0]!)
+  for (const dry of [['--dry-run'], []]) {
+    const r = await restoreFiles([...dry, '--target', join(S, 'target'), artifact])
+    failsCleanly(t, r, EXIT.input, /would be \d+ bytes long in staging, longer than PATH_MAX \(4096\); nothing was restored/)
+  }
+  t.same(readdirSync(S).sort(), ['app', 'out'], 'refused before anything was written: no staging directory, no --target')
+})
+
 t.test('a digest taken while downloading vouches only for the file as it was written', async (t) => {
   const { bk } = await backedUpDir(t, 'known-digest')
   const archive = join(bk.path, 'files.tar.zst')

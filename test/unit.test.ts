@@ -95,6 +95,9 @@ t.test('redaction', async (t) => {
   t.equal(redact("password=abc123 host=x", []), 'password=*** host=x')
   t.equal(redact('auth with hunter22 failed', ['hunter22']), 'auth with *** failed')
   t.equal(oneLine('a\n\n  b  \n'), 'a | b')
+  const long = oneLine(`tar: ${'d/'.repeat(2100)}f: Cannot open: File name too long`)
+  t.equal(long.length, 400, 'bounded')
+  t.match(long, /^tar: d\/d\/.*….*: Cannot open: File name too long$/, 'the start and the cause at the end both kept')
 })
 
 const goodManifest = (): Manifest => ({

@@ -19,5 +19,9 @@ export function oneLine(text: string, max = 400): string {
     .map((l) => l.trim())
     .filter(Boolean)
     .join(' | ')
-  return line.length > max ? line.slice(0, max - 1) + '…' : line
+  if (line.length <= max) return line
+  // Keep both ends: a tool names the object first and the cause last ("tar: PATH: Cannot open: File
+  // name too long"), and a long path must not push the cause out.
+  const head = Math.ceil((max - 1) / 2)
+  return line.slice(0, head) + '…' + line.slice(line.length - (max - 1 - head))
 }

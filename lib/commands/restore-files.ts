@@ -14,7 +14,8 @@ import { indexEntries } from '../files/index-stream.ts'
 import { discardStaging, leftoverStaging, placeRoot, type Placed } from '../files/place.ts'
 import { inspectRoots, planRoots, type RootPlan } from '../files/restore-plan.ts'
 import { PathGuard } from '../files/safe-paths.ts'
-import { verifyStaged } from '../files/verify-tree.ts'
+import { stagedBytes, stagedPath, verifyStaged } from '../files/verify-tree.ts'
+import { nameBytes, type IndexEntry } from '../files/file-index.ts'
 
 export interface FilesRestoreOptions {
   dryRun: boolean
@@ -41,13 +42,28 @@ function decodingOf(artifact: VerifiedArtifact, name: string, compression: 'zstd
   return { compression, ...(encrypted ? { identity } : {}) }
 }
 
-/** Every index entry checked for escapes and counted against the manifest's totals: nothing is written yet. */
-async function checkIndex(entries: AsyncIterable<{ path: string; type: string; link?: string; size: number }>, section: FilesystemSection): Promise<void> {
+/** Longest path the restore can lstat, verify and clean up in staging: PATH_MAX (4096) with its NUL. */
+const PATH_MAX = 4095
+
+/**
+ * Every index entry checked for escapes, for a staged path the system can
+ * name (PATH_MAX), and counted against the manifest's totals: nothing is
+ * written yet.
+ */
+async function checkIndex(entries: AsyncIterable<IndexEntry>, section: FilesystemSection, plans: readonly RootPlan[]): Promise<void> {
   const guard = new PathGuard(section.roots)
   const totals = { entries: 0, regularFiles: 0, bytes: 0 }
   for await (const entry of entries) {
     const verdict = guard.check(entry)
     if ('refused' in verdict) throw verificationError(`the file index is refused, nothing was restored: ${verdict.refused}`, 'the artifact is damaged or was tampered with; use another backup')
+    const plan = plans[verdict.root]!
+    const staged = entry.pathBytes === undefined ? Buffer.byteLength(stagedPath(plan, entry.path)) : stagedBytes(plan, nameBytes(entry.path, entry.pathBytes)).length
+    if (staged > PATH_MAX) {
+      throw inputError(
+        `${quoteValue(entry.path.slice(0, 80) + '…')} would be ${staged} bytes long in staging, longer than PATH_MAX (4096); nothing was restored`,
+        'restore with a shorter --target, or extract that part by hand (zstd -d < files.tar.zst | tar -x)',
+      )
+    }
     totals.entries++
     if (entry.type === 'file') {
       totals.regularFiles++
@@ -114,7 +130,7 @@ export async function prepareFilesRestore(
     reporter.line('files: the index is encrypted; its paths are checked with the key, before anything is written')
     return { plans, section, archiveDecoding, indexDecoding, indexChecked: false, parents }
   }
-  await checkIndex(indexEntries(artifact.files.get(section.index)!, indexDecoding, opts.env), section)
+  await checkIndex(indexEntries(artifact.files.get(section.index)!, indexDecoding, opts.env), section, plans)
   reporter.line('files: every path in the index stays inside its destination')
   return { plans, section, archiveDecoding, indexDecoding, indexChecked: true, parents }
 }

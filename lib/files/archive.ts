@@ -29,6 +29,9 @@ export const TAR_CREATE_ARGS = [
   '--files-from=-',
 ]
 
+/** Names longer than this (bytes) cannot be restored under a staging directory by tar (PATH_MAX 4096, less room for the staging name). */
+const LONG_PATH = 3900
+
 /** More notes than this are counted, not listed: a manifest stays small when a log directory churns. */
 const NOTE_LIMIT = 1000
 
@@ -123,6 +126,7 @@ export async function archiveTrees(
   })
   const index = storeEncoded(writer, FILES_INDEX, 'pipe', { ...encoding, compress: false }, env)
   const totals = { entries: 0, regularFiles: 0, bytes: 0 }
+  let longPaths = 0
   const stopAll = () => {
     tar.kill()
     archive.kill()
@@ -132,6 +136,10 @@ export async function archiveTrees(
     await writeAll(index.stdin!, Buffer.from(indexHeader()))
     await scanTar(tar.stdout!, {
       header: (member) => {
+        // Archived, but tar -x opens it by its whole name: beyond PATH_MAX (4096) no restore can write it.
+        if (Buffer.byteLength(member.rawPath ?? member.path) > LONG_PATH && longPaths++ < 10) {
+          reporter.warn(`path of ${Buffer.byteLength(member.rawPath ?? member.path)} bytes, too long to restore in place (PATH_MAX is 4096): /${escapeControl(member.path.slice(0, 120))}…`)
+        }
         const special = SPECIAL[member.type]
         if (special === undefined) return 'pass'
         notes.add('skipped', { path: escapeControl('/' + member.path), reason: special })

@@ -85,7 +85,10 @@ export async function extractArchive(
       // Members that contradict each other (a hardlink to a directory, to nothing archived): a forged archive.
       throw refused(`tar: ${oneLine(tar.stderr())}`)
     }
-    if (exit !== 0) throw runtimeError(`tar could not extract into the staging directory: ${oneLine(tar.stderr()) || `exit status ${exit}`}`, 'check free space and permissions beside the destination')
+    if (exit !== 0) {
+      const why = oneLine(tar.stderr().replace(/^tar: Exiting with failure status due to previous errors$/m, ''))
+      throw runtimeError(`tar could not extract into the staging directory: ${why || `exit status ${exit}`}`, 'check free space and permissions beside the destination')
+    }
   }
   const stopAll = () => {
     unpack.kill('SIGKILL')
