@@ -835,7 +835,7 @@ t.test('bad paths and switches are refused in one line, and nothing is written',
     const cases: Array<[string, string[]]> = [
       ['--output inside --path', ['--output', join(app, 'backups'), '--path', app]],
       ['--output inside --path, through a symlinked parent', ['--output', join(S2, 'via-link', 'backups'), '--path', app]],
-      ['--path inside --output', ['--output', S2, '--path', app]],
+      ['--output that is the backed-up path', ['--output', app, '--path', app]],
       ['--copy-to inside BACKUP_PATHS', ['--output', join(S2, 'out'), '--copy-to', join(app, 'copies')]],
     ]
     for (const [name, args] of cases) {
@@ -847,6 +847,10 @@ t.test('bad paths and switches are refused in one line, and nothing is written',
     }
     t.same(readdirSync(app), ['a.txt'], 'nothing was written into the backed-up path')
     t.same(readdirSync(S2).sort(), ['app', 'via-link'], 'nor beside it')
+    // Holding a backed-up path is fine: the artifacts land beside it, not in it.
+    const ok = await run(BACKUP, ['--output', S2, '--path', app], filesEnv())
+    t.equal(ok.code, 0, ok.stderr)
+    t.same(readdirSync(app), ['a.txt'], 'the backed-up path is still only its own content')
   })
 
   await t.test('RESTORE_FILES=true on an artifact without files', async (t) => {

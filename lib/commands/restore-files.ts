@@ -121,7 +121,7 @@ export async function prepareFilesRestore(
       throw inputError(`${quoteValue(plan.destination)} is a mount point; a restore swaps whole directories and cannot move it aside`, 'restore with --target DIR and copy the files in, or unmount it first')
     }
     parents.push(await planDestination(dirname(plan.destination), 'the restore destination'))
-    for (const left of await leftoverStaging(plan)) reporter.warn(`leftover staging directory from an interrupted restore: ${quoteValue(left)} (not used; remove it with rm -rf)`)
+    for (const left of await leftoverStaging(plan)) reporter.warn(`leftover staging directory from an interrupted restore: ${quoteValue(left)} (not used; once no other restore of this path is running, remove it with rm -rf)`)
   }
   reporter.line(`files: ${section.entries} entries, ${formatBytes(section.bytes)} in ${section.roots.length} path(s)`)
   for (const plan of plans) reporter.line(`files: ${opts.dryRun ? 'would restore' : 'restore'} ${describePlan(plan)}`)

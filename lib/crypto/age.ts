@@ -139,7 +139,7 @@ export function decryptionFailure(stderr: string, file: string, identityFile: st
   if (/failed to read header|parsing age header|failed to decrypt|authenticate|unexpected EOF|truncated/i.test(stderr)) {
     return verificationError(`${file} is damaged: its ciphertext does not decrypt`, 'the artifact is damaged; use another backup')
   }
-  return runtimeError(`age could not decrypt ${file} (${oneLine(stderr).replace(/\S*age-?secret-?key\S*/gi, '[identity]').slice(0, 200) || 'no message'})`, 'check the age installation and BACKUP_AGE_IDENTITY_FILE')
+  return runtimeError(`age could not decrypt ${file} (${oneLine(stderr.replace(/\S*age-?secret-?key\S*/gi, '[identity]'), 200) || 'no message'})`, 'check the age installation and BACKUP_AGE_IDENTITY_FILE')
 }
 
 /** Restore of an encrypted artifact: the identity file must be named before anything starts. */

@@ -1,3 +1,4 @@
+import { basename } from 'node:path'
 import type { FileNote, FilesystemSection } from '../artifact/manifest-tree.ts'
 import type { ManifestFile } from '../artifact/manifest.ts'
 import { inputError, runtimeError } from '../cli/errors.ts'
@@ -29,8 +30,8 @@ export const TAR_CREATE_ARGS = [
   '--files-from=-',
 ]
 
-/** Names longer than this (bytes) cannot be restored under a staging directory by tar (PATH_MAX 4096, less room for the staging name). */
-const LONG_PATH = 3900
+/** The longest path the restore can name in staging: PATH_MAX (4096) with its NUL. */
+const PATH_MAX = 4095
 
 /** More notes than this are counted, not listed: a manifest stays small when a log directory churns. */
 const NOTE_LIMIT = 1000
@@ -127,6 +128,7 @@ export async function archiveTrees(
   const index = storeEncoded(writer, FILES_INDEX, 'pipe', { ...encoding, compress: false }, env)
   const totals = { entries: 0, regularFiles: 0, bytes: 0 }
   let longPaths = 0
+  const longestBase = Math.max(...roots.map((r) => Buffer.byteLength(basename(r))))
   const stopAll = () => {
     tar.kill()
     archive.kill()
@@ -137,7 +139,8 @@ export async function archiveTrees(
     await scanTar(tar.stdout!, {
       header: (member) => {
         // Archived, but tar -x opens it by its whole name: beyond PATH_MAX (4096) no restore can write it.
-        if (Buffer.byteLength(member.rawPath ?? member.path) > LONG_PATH && longPaths++ < 10) {
+        // In staging the path gets its root's base name again and a `.NAME.restoring-STAMP-NONCE/` of ~48 bytes.
+        if (Buffer.byteLength(member.rawPath ?? member.path) + longestBase + 48 > PATH_MAX && longPaths++ < 10) {
           reporter.warn(`path of ${Buffer.byteLength(member.rawPath ?? member.path)} bytes, too long to restore in place (PATH_MAX is 4096): /${escapeControl(member.path.slice(0, 120))}…`)
         }
         const special = SPECIAL[member.type]

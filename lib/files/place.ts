@@ -1,4 +1,4 @@
-import { lstat, mkdir, readdir, rename, rm, rmdir } from 'node:fs/promises'
+import { lstat, mkdir, open, readdir, rename, rm, rmdir, unlink } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { fsyncDir } from '../artifact/durable.ts'
 import { runtimeError } from '../cli/errors.ts'
@@ -33,8 +33,12 @@ export async function placeRoot(plan: RootPlan): Promise<Placed> {
   try {
     await rename(staged, plan.destination)
   } catch (err) {
-    if (keptAside) await rename(keptAside, plan.destination).catch(() => {})
-    throw runtimeError(`cannot move the restored ${quoteValue(plan.destination)} into place (${(err as NodeJS.ErrnoException).code ?? 'error'}); the previous content was put back`, 'check permissions on its parent directory')
+    const code = (err as NodeJS.ErrnoException).code ?? 'error'
+    const back = keptAside ? await rename(keptAside, plan.destination).then(() => true, () => false) : true
+    throw runtimeError(
+      `cannot move the restored ${quoteValue(plan.destination)} into place (${code}); ${back ? 'the previous content was put back' : `the previous content is kept as ${quoteValue(keptAside!)}`}`,
+      back ? 'check permissions on its parent directory' : `move ${quoteValue(keptAside!)} back to ${quoteValue(plan.destination)} by hand, then check permissions on its parent directory`,
+    )
   }
   await rmdir(plan.staging).catch(() => {})
   await fsyncDir(dirname(plan.destination))
@@ -42,34 +46,33 @@ export async function placeRoot(plan: RootPlan): Promise<Placed> {
 }
 
 /**
- * Renames `path` to `name`, or to `name-2`, `name-3`… when that is taken:
- * a kept copy is never replaced, not even one an earlier restore made in
- * the same second. The name is claimed with an empty directory first
- * (mkdir fails if it exists) and `path` renamed over it, which rename(2)
- * allows only onto an empty directory; a file or symlink, which cannot
- * replace a directory, is renamed only after checking the name is free.
+ * Renames `path` to `name` (the plan's pick, which may already end in
+ * -N), or to the next free `BASE-N`: a kept copy is never replaced, not
+ * even one another restore made in the same second. The name is claimed
+ * first, atomically (mkdir, or an exclusive create for a file, both fail
+ * if it exists), and `path` renamed over the claim: rename(2) replaces an
+ * empty directory with a directory and a file with a file.
  */
 async function moveAside(path: string, name: string): Promise<string> {
   const isDir = (await lstat(path)).isDirectory()
-  for (let n = 1; n <= 1000; n++) {
-    const candidate = n === 1 ? name : `${name}-${n}`
-    if (isDir) {
-      try {
-        await mkdir(candidate, { mode: 0o700 })
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'EEXIST') continue
-        throw err
-      }
-      try {
-        await rename(path, candidate)
-      } catch (err) {
-        await rmdir(candidate).catch(() => {})
-        throw err
-      }
-      return candidate
+  const m = /^(.*\.pre-restore-\d{8}T\d{6}Z)(?:-(\d+))?$/.exec(name)
+  const base = m ? m[1]! : name
+  const from = m?.[2] ? Number(m[2]) : 1
+  for (let n = from; n < from + 1000; n++) {
+    const candidate = n === 1 ? base : `${base}-${n}`
+    try {
+      if (isDir) await mkdir(candidate, { mode: 0o700 })
+      else await (await open(candidate, 'wx', 0o600)).close()
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') continue
+      throw err
     }
-    if (await lstat(candidate).then(() => true, () => false)) continue
-    await rename(path, candidate)
+    try {
+      await rename(path, candidate)
+    } catch (err) {
+      await (isDir ? rmdir(candidate) : unlink(candidate)).catch(() => {})
+      throw err
+    }
     return candidate
   }
   throw Object.assign(new Error('no free name'), { code: 'EEXIST' })

@@ -62,16 +62,17 @@ async function physical(path: string): Promise<string> {
 const within = (inner: string, outer: string) => inner === outer || inner.startsWith(outer === '/' ? '/' : `${outer}/`)
 
 /**
- * A backup written into a backed-up path would archive its own partial
- * artifact and every earlier backup, growing each night; one whose
- * output holds a backed-up path would do the same. Compared physically,
- * so a symlinked parent does not hide it.
+ * A backup written into a backed-up path (or the path itself) would
+ * archive its own partial artifact and every earlier backup, growing each
+ * night. Compared physically, so a symlinked parent does not hide it. An
+ * output that merely holds a backed-up path (--output /srv --path
+ * /srv/app) is fine: artifacts land beside the path, not in it.
  */
 export async function checkOutsideRoots(dir: string, what: string, roots: readonly string[]): Promise<void> {
   const out = await physical(dir)
   for (const root of roots) {
-    const r = await physical(root)
-    if (within(out, r)) throw usageError(`${what} ${quoteValue(dir)} is inside ${quoteValue(root)}, which is backed up: each backup would hold the ones before it`, `write the backups outside the backed-up paths`)
-    if (within(r, out)) throw usageError(`${quoteValue(root)} is inside ${what} ${quoteValue(dir)}: each backup would hold the ones before it`, `leave the backup directory out of --path and BACKUP_PATHS`)
+    if (within(out, await physical(root))) {
+      throw usageError(`${what} ${quoteValue(dir)} is inside ${quoteValue(root)}, which is backed up: each backup would hold the ones before it`, 'write the backups outside the backed-up paths')
+    }
   }
 }
