@@ -8,7 +8,6 @@ import t, { type Test } from 'tap'
 import { mapLimit } from '../lib/pipeline/map-limit.ts'
 import { identityOf } from '../lib/pipeline/checksum.ts'
 import { verifyArtifact } from '../lib/artifact/verify.ts'
-import type { Reporter } from '../lib/cli/report.ts'
 import { ExitCode } from '../lib/cli/errors.ts'
 import {
   BACKUP,
@@ -17,6 +16,7 @@ import {
   completeArtifacts,
   filesEnv,
   flipByte,
+  quiet,
   REPO,
   RESTORE,
   resealArtifact,
@@ -990,15 +990,3 @@ t.test('a read-only --target is refused by the dry run and the real run alike, n
     t.match(r.stderr, /read-only file system/)
   }
 })
-
-/** Silent; the in-process checks look at the result and the lines they collect. */
-const quiet: Reporter = {
-  json: true,
-  line: () => {},
-  heading: () => {},
-  warn: () => {},
-  progress: () => {},
-  endProgress: () => {},
-  result: () => {},
-  failure: () => {},
-}

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { Test } from 'tap'
+import type { Reporter } from '../lib/cli/report.ts'
 import { manifestSumLine, serializeManifest, type Manifest } from '../lib/artifact/manifest.ts'
 import { artifactName, MANIFEST_FILE, MANIFEST_SUM_FILE, POSTGRES_DUMP_ZST_FILE } from '../lib/artifact/naming.ts'
 
@@ -383,3 +384,15 @@ export function syntheticArtifact(when: Date, database?: string): { name: string
 }
 
 const sha256Of = (text: string) => createHash('sha256').update(text).digest('hex')
+
+/** A silent reporter for in-process calls: the tests look at the result (or collect the lines they need). */
+export const quiet: Reporter = {
+  json: true,
+  line: () => {},
+  heading: () => {},
+  warn: () => {},
+  progress: () => {},
+  endProgress: () => {},
+  result: () => {},
+  failure: () => {},
+}

@@ -5,13 +5,12 @@ import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { artifactName, MANIFEST_SUM_FILE, partialName, POSTGRES_DUMP_ZST_FILE } from '../lib/artifact/naming.ts'
 import { DrError } from '../lib/cli/errors.ts'
-import type { Reporter } from '../lib/cli/report.ts'
 import { hasKeepRules, joinKeepValues, KEEP_FLAGS, keepRules } from '../lib/cli/keep-flags.ts'
 import { parseArgs } from '../lib/cli/args.ts'
 import { runPrune } from '../lib/commands/prune.ts'
 import { LocalStore } from '../lib/storage/local.ts'
 import type { Store } from '../lib/storage/store.ts'
-import { cleanEnv, collect, REPO, run, syntheticArtifact, tempDir, type RunResult } from './helpers.ts'
+import { cleanEnv, collect, quiet, REPO, run, syntheticArtifact, tempDir, type RunResult } from './helpers.ts'
 
 const PRUNE = join(REPO, 'scripts', 'prune.sh')
 const HOUR = 3_600_000
@@ -336,17 +335,6 @@ t.test('keepRules: what backup.sh will reuse to prune after a backup', async (t)
   }
 })
 
-/** Silent; the in-process tests look at the result, not at the output. */
-const quiet: Reporter = {
-  json: true,
-  line: () => {},
-  heading: () => {},
-  warn: () => {},
-  progress: () => {},
-  endProgress: () => {},
-  result: () => {},
-  failure: () => {},
-}
 
 t.test('runPrune talks to any Store: stops at the first failed deletion and reports what was removed', async (t) => {
   const base = tempDir(t, 'cdr-prune-failing-')
