@@ -712,6 +712,16 @@ t.test('damage that passes the checksums (forged manifest) is still refused, and
       damage: (a, app) => resealArtifact(a, (m) => (m.filesystem.roots = [`${app}-other`])),
       message: /outside the backed-up paths/,
     },
+    {
+      name: 'nested roots in the manifest',
+      damage: (a, app) => resealArtifact(a, (m) => (m.filesystem.roots = [app, `${app}/sub`])),
+      message: /filesystem\.roots lists .*sub.* inside .*another root/,
+    },
+    {
+      name: 'a root listed twice in the manifest',
+      damage: (a, app) => resealArtifact(a, (m) => (m.filesystem.roots = [app, app])),
+      message: /filesystem\.roots lists .* inside \(or beside a copy of\) another root/,
+    },
   ]
   const { S, app, bk } = await backedUpDir(t, 'forged')
   const before = treeState(S, { withRoot: false })

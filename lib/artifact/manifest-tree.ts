@@ -67,6 +67,9 @@ export function parseFilesystem(value: unknown, files: ManifestFile[]): Filesyst
     }
     return r
   })
+  // The backup refuses nested paths; a manifest that lists them could only fail at the swap, half-way.
+  const nested = roots.find((a) => roots.some((b) => a !== b && (a.startsWith(`${b}/`) || a === b)) || roots.indexOf(a) !== roots.lastIndexOf(a))
+  if (nested !== undefined) throw malformed(`filesystem.roots lists ${JSON.stringify(nested)} inside (or beside a copy of) another root`)
   return {
     status: 'archived',
     archive: listed('archive'),
