@@ -1,3 +1,4 @@
+import { nestedRoot } from '../files/safe-paths.ts'
 import { field, isObject, isSize, isString, malformed } from './manifest-fields.ts'
 import type { ManifestFile } from './manifest.ts'
 
@@ -68,8 +69,8 @@ export function parseFilesystem(value: unknown, files: ManifestFile[]): Filesyst
     return r
   })
   // The backup refuses nested paths; a manifest that lists them could only fail at the swap, half-way.
-  const nested = roots.find((a) => roots.some((b) => a !== b && (a.startsWith(`${b}/`) || a === b)) || roots.indexOf(a) !== roots.lastIndexOf(a))
-  if (nested !== undefined) throw malformed(`filesystem.roots lists ${JSON.stringify(nested)} inside (or beside a copy of) another root`)
+  const nested = nestedRoot(roots)
+  if (nested) throw malformed(`filesystem.roots lists ${JSON.stringify(nested.inner)} inside (or beside a copy of) another root`)
   return {
     status: 'archived',
     archive: listed('archive'),

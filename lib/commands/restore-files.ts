@@ -13,9 +13,9 @@ import { extractArchive } from '../files/extract.ts'
 import { indexEntries } from '../files/index-stream.ts'
 import { discardStaging, leftoverStaging, placeRoot, type Placed } from '../files/place.ts'
 import { inspectRoots, planRoots, type RootPlan } from '../files/restore-plan.ts'
-import { PathGuard } from '../files/safe-paths.ts'
-import { stagedBytes, stagedPath, verifyStaged } from '../files/verify-tree.ts'
-import { nameBytes, type IndexEntry } from '../files/file-index.ts'
+import { PATH_MAX, PathGuard } from '../files/safe-paths.ts'
+import { stagedName, verifyStaged } from '../files/verify-tree.ts'
+import type { IndexEntry } from '../files/file-index.ts'
 
 export interface FilesRestoreOptions {
   dryRun: boolean
@@ -42,9 +42,6 @@ function decodingOf(artifact: VerifiedArtifact, name: string, compression: 'zstd
   return { compression, ...(encrypted ? { identity } : {}) }
 }
 
-/** Longest path the restore can lstat, verify and clean up in staging: PATH_MAX (4096) with its NUL. */
-const PATH_MAX = 4095
-
 /**
  * Every index entry checked for escapes, for a staged path the system can
  * name (PATH_MAX), and counted against the manifest's totals: nothing is
@@ -56,8 +53,7 @@ async function checkIndex(entries: AsyncIterable<IndexEntry>, section: Filesyste
   for await (const entry of entries) {
     const verdict = guard.check(entry)
     if ('refused' in verdict) throw verificationError(`the file index is refused, nothing was restored: ${verdict.refused}`, 'the artifact is damaged or was tampered with; use another backup')
-    const plan = plans[verdict.root]!
-    const staged = entry.pathBytes === undefined ? Buffer.byteLength(stagedPath(plan, entry.path)) : stagedBytes(plan, nameBytes(entry.path, entry.pathBytes)).length
+    const staged = Buffer.byteLength(stagedName(plans[verdict.root]!, entry))
     if (staged > PATH_MAX) {
       throw inputError(
         `${quoteValue(entry.path.slice(0, 80) + '…')} would be ${staged} bytes long in staging, longer than PATH_MAX (4096); nothing was restored`,

@@ -54,8 +54,9 @@ export function bech32ChecksumOk(key: string): boolean {
   return chk === 1
 }
 
-/** Anything that looks like part of an age private key, in any case or wrapping. */
+/** Anything that looks like part of an age private key, in any case or wrapping; and a whole word holding one. */
 const SECRET_RE = /age-?secret-?key/i
+const SECRET_WORD = new RegExp(`\\S*${SECRET_RE.source}\\S*`, 'gi')
 
 /** Public keys only: they may be printed, logged and put on argv. */
 export function parseRecipientList(text: string, source: string): string[] {
@@ -139,7 +140,7 @@ export function decryptionFailure(stderr: string, file: string, identityFile: st
   if (/failed to read header|parsing age header|failed to decrypt|authenticate|unexpected EOF|truncated/i.test(stderr)) {
     return verificationError(`${file} is damaged: its ciphertext does not decrypt`, 'the artifact is damaged; use another backup')
   }
-  return runtimeError(`age could not decrypt ${file} (${oneLine(stderr.replace(/\S*age-?secret-?key\S*/gi, '[identity]'), 200) || 'no message'})`, 'check the age installation and BACKUP_AGE_IDENTITY_FILE')
+  return runtimeError(`age could not decrypt ${file} (${oneLine(stderr.replace(SECRET_WORD, '[identity]'), 200) || 'no message'})`, 'check the age installation and BACKUP_AGE_IDENTITY_FILE')
 }
 
 /** Restore of an encrypted artifact: the identity file must be named before anything starts. */

@@ -9,7 +9,7 @@ import { spawnTool } from '../pipeline/spawn.ts'
 import { writeAll } from '../pipeline/write-all.ts'
 import type { ArtifactWriter } from '../storage/store.ts'
 import { entryFromMember, indexHeader, serializeEntry } from './file-index.ts'
-import { memberRoot } from './safe-paths.ts'
+import { memberRoot, PATH_MAX } from './safe-paths.ts'
 import { scanTar, type TarMember } from './tar-scan.ts'
 
 export const FILES_ARCHIVE = 'files.tar.zst'
@@ -29,9 +29,6 @@ export const TAR_CREATE_ARGS = [
   '--verbatim-files-from',
   '--files-from=-',
 ]
-
-/** The longest path the restore can name in staging: PATH_MAX (4096) with its NUL. */
-const PATH_MAX = 4095
 
 /** More notes than this are counted, not listed: a manifest stays small when a log directory churns. */
 const NOTE_LIMIT = 1000

@@ -3,7 +3,7 @@ import { basename, dirname, join } from 'node:path'
 import { fsyncDir } from '../artifact/durable.ts'
 import { runtimeError } from '../cli/errors.ts'
 import { quoteValue } from '../cli/escape.ts'
-import type { RootPlan } from './restore-plan.ts'
+import { keepAsideNames, type RootPlan } from './restore-plan.ts'
 
 export interface Placed {
   destination: string
@@ -22,7 +22,7 @@ export async function placeRoot(plan: RootPlan): Promise<Placed> {
   let keptAside: string | null = null
   if (plan.existing !== 'none') {
     try {
-      keptAside = await moveAside(plan.destination, plan.keepAside)
+      keptAside = await moveAside(plan.destination, plan.keepAsideBase)
     } catch (err) {
       throw runtimeError(
         `cannot move ${quoteValue(plan.destination)} aside to ${quoteValue(plan.keepAside)} (${(err as NodeJS.ErrnoException).code ?? 'error'}); it was left as it was`,
@@ -46,20 +46,18 @@ export async function placeRoot(plan: RootPlan): Promise<Placed> {
 }
 
 /**
- * Renames `path` to `name` (the plan's pick, which may already end in
- * -N), or to the next free `BASE-N`: a kept copy is never replaced, not
- * even one another restore made in the same second. The name is claimed
- * first, atomically (mkdir, or an exclusive create for a file, both fail
- * if it exists), and `path` renamed over the claim: rename(2) replaces an
- * empty directory with a directory and a file with a file.
+ * Renames `path` to the first free kept-copy name of `base`: a kept copy
+ * is never replaced, not even one another restore made in the same
+ * second. Each name is claimed first, atomically (mkdir, or an exclusive
+ * create for a file, both fail if it exists), and `path` renamed over the
+ * claim: rename(2) replaces an empty directory with a directory and a
+ * file with a file.
  */
-async function moveAside(path: string, name: string): Promise<string> {
+async function moveAside(path: string, base: string): Promise<string> {
   const isDir = (await lstat(path)).isDirectory()
-  const m = /^(.*\.pre-restore-\d{8}T\d{6}Z)(?:-(\d+))?$/.exec(name)
-  const base = m ? m[1]! : name
-  const from = m?.[2] ? Number(m[2]) : 1
-  for (let n = from; n < from + 1000; n++) {
-    const candidate = n === 1 ? base : `${base}-${n}`
+  let tries = 0
+  for (const candidate of keepAsideNames(base)) {
+    if (++tries > 1000) break
     try {
       if (isDir) await mkdir(candidate, { mode: 0o700 })
       else await (await open(candidate, 'wx', 0o600)).close()

@@ -14,7 +14,9 @@ export interface RootPlan {
   destination: string
   /** Extracted and verified here first: beside the destination, so the final move is a rename on one file system. */
   staging: string
-  /** What the destination held before, kept under this name (or, when it is taken by then, this name plus -2, -3…). */
+  /** What the destination held before is kept as `${keepAsideBase}` or, when that is taken, `-2`, `-3`… appended. */
+  keepAsideBase: string
+  /** The first of those names free when the plan was made: what the plan shows (placeRoot claims it, or the next free one). */
   keepAside: string
   /** What is at the destination now. */
   existing: 'none' | 'directory' | 'file' | 'symlink' | 'other'
@@ -32,7 +34,7 @@ export function restoreStamp(now: Date): string {
  * staging directory this run's own: two restores started in the same
  * second must never extract into, or clean up, each other's.
  */
-export function planRoots(section: FilesystemSection, target: string | undefined, now: Date, nonce: string): Omit<RootPlan, 'existing' | 'mountPoint'>[] {
+export function planRoots(section: FilesystemSection, target: string | undefined, now: Date, nonce: string): Omit<RootPlan, 'existing' | 'mountPoint' | 'keepAside'>[] {
   const stamp = restoreStamp(now)
   return section.roots.map((root) => {
     const member = memberRoot(root)
@@ -42,7 +44,7 @@ export function planRoots(section: FilesystemSection, target: string | undefined
       member,
       destination,
       staging: join(dirname(destination), `.${basename(destination)}.restoring-${stamp}-${nonce}`),
-      keepAside: `${destination}.pre-restore-${stamp}`,
+      keepAsideBase: `${destination}.pre-restore-${stamp}`,
     }
   })
 }
@@ -63,21 +65,23 @@ async function inspect(path: string): Promise<Pick<RootPlan, 'existing' | 'mount
   return { existing: 'directory', mountPoint: parent !== null && parent.dev !== st.dev }
 }
 
-export async function inspectRoots(plans: Omit<RootPlan, 'existing' | 'mountPoint'>[]): Promise<RootPlan[]> {
+export async function inspectRoots(plans: Omit<RootPlan, 'existing' | 'mountPoint' | 'keepAside'>[]): Promise<RootPlan[]> {
   const out: RootPlan[] = []
   for (const plan of plans) {
     const found = await inspect(plan.destination)
-    // The name the plan (and a dry run) shows: the first one still free. placeRoot claims it, or the next.
-    const keepAside = found.existing === 'none' ? plan.keepAside : await freeName(plan.keepAside)
+    const keepAside = found.existing === 'none' ? plan.keepAsideBase : await firstFree(plan.keepAsideBase)
     out.push({ ...plan, keepAside, ...found })
   }
   return out
 }
 
-/** `name`, or `name-2`, `name-3`…: the first that nothing has. */
-export async function freeName(name: string, from = 1): Promise<string> {
-  for (let n = from; ; n++) {
-    const candidate = n === 1 ? name : `${name}-${n}`
-    if (!(await lstat(candidate).then(() => true, () => false))) return candidate
-  }
+/** The kept-copy names in the order they are tried: `base`, `base-2`, `base-3`… */
+export function* keepAsideNames(base: string): Generator<string> {
+  yield base
+  for (let n = 2; ; n++) yield `${base}-${n}`
+}
+
+async function firstFree(base: string): Promise<string> {
+  for (const name of keepAsideNames(base)) if (!(await lstat(name).then(() => true, () => false))) return name
+  throw new Error('unreachable')
 }

@@ -3,6 +3,7 @@ import { basename, dirname, join, resolve } from 'node:path'
 import { inputError, usageError } from '../cli/errors.ts'
 import { quoteValue } from '../cli/escape.ts'
 import { fromSystemError } from '../cli/system-errors.ts'
+import { nestedRoot, within } from './safe-paths.ts'
 
 /**
  * The application paths to back up: every --path, then every entry of
@@ -20,13 +21,8 @@ export function parseRoots(flagPaths: readonly string[], envPaths: string | unde
     if (roots.includes(abs)) continue
     roots.push(abs)
   }
-  for (const a of roots) {
-    for (const b of roots) {
-      if (a !== b && b.startsWith(`${a}/`)) {
-        throw usageError(`${quoteValue(b)} is inside ${quoteValue(a)}, which is already backed up`, `leave out ${quoteValue(b)}`)
-      }
-    }
-  }
+  const nested = nestedRoot(roots)
+  if (nested) throw usageError(`${quoteValue(nested.inner)} is inside ${quoteValue(nested.outer)}, which is already backed up`, `leave out ${quoteValue(nested.inner)}`)
   return roots
 }
 
@@ -58,8 +54,6 @@ async function physical(path: string): Promise<string> {
     return parent === path ? path : join(await physical(parent), basename(path))
   }
 }
-
-const within = (inner: string, outer: string) => inner === outer || inner.startsWith(outer === '/' ? '/' : `${outer}/`)
 
 /**
  * A backup written into a backed-up path (or the path itself) would

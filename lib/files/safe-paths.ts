@@ -15,6 +15,20 @@ function isSafeMemberPath(path: string): boolean {
  * member planted, no hardlink to anything outside its own root.
  */
 
+/** The longest path a restore can name (lstat, verify, clean up): PATH_MAX (4096) with its NUL. */
+export const PATH_MAX = 4095
+
+/** `inner` is `outer` or lies below it (plain string paths, normalised). */
+export const within = (inner: string, outer: string) => inner === outer || inner.startsWith(outer.endsWith('/') ? outer : `${outer}/`)
+
+/** The first root that lies within another (or repeats one), with that other; undefined when none does. */
+export function nestedRoot(roots: readonly string[]): { inner: string; outer: string } | undefined {
+  for (const [i, inner] of roots.entries()) {
+    for (const [j, outer] of roots.entries()) if (i !== j && within(inner, outer)) return { inner, outer }
+  }
+  return undefined
+}
+
 /** '/etc/conductor' → 'etc/conductor': how tar names a root inside the archive. */
 export function memberRoot(root: string): string {
   return root.replace(/^\/+/, '')
@@ -31,7 +45,7 @@ export class PathGuard {
 
   /** The index of the root `path` belongs to, or undefined. */
   rootOf(path: string): number | undefined {
-    const i = this.roots.findIndex((r) => path === r || path.startsWith(`${r}/`))
+    const i = this.roots.findIndex((r) => within(path, r))
     return i === -1 ? undefined : i
   }
 

@@ -27,6 +27,11 @@ export function stagedBytes(plan: RootPlan, name: Buffer): Buffer {
   return Buffer.concat([Buffer.from(join(plan.staging, base)), name.subarray(Buffer.byteLength(plan.member))])
 }
 
+/** Where an index entry lands in staging, as text when its name is UTF-8 and as bytes when it is not. */
+export function stagedName(plan: RootPlan, entry: Pick<IndexEntry, 'path' | 'pathBytes'>): string | Buffer {
+  return entry.pathBytes === undefined ? stagedPath(plan, entry.path) : stagedBytes(plan, nameBytes(entry.path, entry.pathBytes))
+}
+
 /** Read buffers reused across files: allocating one per file (thousands of small ones) kept the GC busy. */
 const spare: Buffer[] = []
 
@@ -100,7 +105,7 @@ export async function verifyStaged(plans: readonly RootPlan[], entries: AsyncIte
 async function checkEntry(plans: readonly RootPlan[], entry: IndexEntry, verdict: { root: number; linkRoot?: number }): Promise<number> {
   const asRoot = process.getuid?.() === 0
   const plan = plans[verdict.root]!
-  const path = entry.pathBytes === undefined ? stagedPath(plan, entry.path) : stagedBytes(plan, nameBytes(entry.path, entry.pathBytes))
+  const path = stagedName(plan, entry)
   let st
   try {
     st = await lstat(path, { bigint: true })
