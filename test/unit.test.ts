@@ -198,6 +198,10 @@ t.test("tar's warnings about the data are notes, its errors are not", async (t) 
     note: { path: '/srv/app/big.log', reason: 'File shrank by 251658240 bytes; padding with zeros' },
   })
   t.same(tarNote('tar: srv/app/gone: File removed before we read it'), { list: 'vanished', note: { path: '/srv/app/gone', reason: 'File removed before we read it' } })
+  // Every way tar finds an entry gone between listing and reading it, a symlink's target read included.
+  for (const step of ['stat', 'open', 'savedir', 'readlink']) {
+    t.equal(tarNote(`tar: srv/app/x: Cannot ${step}: No such file or directory`)?.list, 'vanished', `Cannot ${step}: vanished`)
+  }
   t.same(tarNote('tar: srv/app/sock: socket ignored'), { list: 'skipped', note: { path: '/srv/app/sock', reason: 'socket' } })
   t.equal(tarNote('tar: srv/app/secret: Cannot open: Permission denied'), null, 'unreadable: an error, not a note')
 })

@@ -44,7 +44,7 @@ const SPECIAL: Partial<Record<TarMember['type'], string>> = {
 const NOTES: { re: RegExp; list: 'changed' | 'vanished' | 'skipped' }[] = [
   // GNU tar writes "file changed as we read it" but "File shrank by N bytes; padding with zeros".
   { re: /^tar: (.*): (file changed as we read it|[Ff]ile shrank by \d+ bytes?; padding with zeros)$/, list: 'changed' },
-  { re: /^tar: (.*): (File removed before we read it|Cannot (?:stat|open|savedir): No such file or directory|Directory renamed before its status could be extracted)$/, list: 'vanished' },
+  { re: /^tar: (.*): (File removed before we read it|Cannot (?:stat|open|savedir|readlink): No such file or directory|Directory renamed before its status could be extracted)$/, list: 'vanished' },
   { re: /^tar: (.*): (socket|door) ignored$/, list: 'skipped' },
 ]
 
