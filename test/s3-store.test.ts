@@ -11,12 +11,15 @@ import {
   PutObjectCommand,
   UploadPartCommand,
   type S3Client,
+  type ServiceInputTypes,
+  type ServiceOutputTypes,
 } from '@aws-sdk/client-s3'
 import t from 'tap'
 import { DrError } from '../lib/cli/errors.ts'
 import { runCleanups } from '../lib/cli/signals.ts'
 import { parseLocation } from '../lib/storage/location.ts'
 import { openStore } from '../lib/storage/open.ts'
+import type { BuildMiddleware, FinalizeRequestMiddleware } from '@smithy/types'
 import { CLAIM_FILE, PART_SIZE, S3Store } from '../lib/storage/s3.ts'
 import { s3ClientFromEnv } from '../lib/storage/s3-client.ts'
 import { s3Fixture } from './s3/helpers.ts'
@@ -190,6 +193,7 @@ t.test('client settings from the environment', async (t) => {
   t.match(kind({ AWS_ENDPOINT_URL: 'http://user:hunter2@x' }), /^2: AWS_ENDPOINT_URL must not hold credentials/)
   t.notMatch(kind({ AWS_ENDPOINT_URL: 'http://user:hunter2@x' }), /hunter2/)
   t.match(kind({ S3_FORCE_PATH_STYLE: 'maybe' }), /^2: S3_FORCE_PATH_STYLE must be true or false/)
+  t.match(kind({ S3_CONTENT_MD5: 'sometimes' }), /^2: S3_CONTENT_MD5 must be true or false/)
   t.equal(kind({ AWS_ENDPOINT_URL_S3: 'http://127.0.0.1:1', AWS_ENDPOINT_URL: 'nonsense' }), 'ok', 'the S3-specific endpoint wins')
   const conn = s3ClientFromEnv({ AWS_ENDPOINT_URL: 'http://127.0.0.1:9', AWS_ACCESS_KEY_ID: 'a', AWS_SECRET_ACCESS_KEY: 'b' })
   t.equal(await conn.client.config.forcePathStyle, true, 'path style with an endpoint')
@@ -503,11 +507,13 @@ if (fx) {
     t.equal(sha256(readFileSync(join(dir, 'postgres.dump.zst'))), sent, 'byte-equal')
   })
 
-  t.test('Content-MD5 guards every part: bytes changed on the way are refused', async (t) => {
-    const store = fx.store('md5', { partSize: 5 * MiB })
+  /**
+   * Damages the body of part 2 of every multipart upload on `store`'s client,
+   * at `step`, and records which puts and parts carried Content-MD5.
+   */
+  const damagePartTwo = (store: S3Store, step: 'build' | 'finalizeRequest') => {
     const seen: string[] = []
-    store.client.middlewareStack.add(
-      (next, context) => async (args) => {
+    const middleware: BuildMiddleware<ServiceInputTypes, ServiceOutputTypes> = (next, context) => async (args) => {
         const req = args.request as { headers: Record<string, string>; body: unknown }
         if (context.commandName === 'UploadPartCommand' || context.commandName === 'PutObjectCommand') {
           seen.push(`${context.commandName} ${req.headers['content-md5'] ? 'md5' : 'none'}`)
@@ -519,10 +525,32 @@ if (fx) {
           }
         }
         return next(args)
-      },
-      // After the Content-MD5 middleware, before signing: as if the bytes were damaged in between.
-      { step: 'build', priority: 'low', name: 'damagePartTwo' },
-    )
+      }
+    // The same function fits both steps; the SDK's types name each step's signature apart.
+    if (step === 'build') store.client.middlewareStack.add(middleware, { step, priority: 'low', name: 'damagePartTwo' })
+    else store.client.middlewareStack.add(middleware as FinalizeRequestMiddleware<ServiceInputTypes, ServiceOutputTypes>, { step, priority: 'low', name: 'damagePartTwo' })
+    return seen
+  }
+
+  t.test('the signed SHA-256 guards every part: bytes changed after signing are refused', async (t) => {
+    const store = fx.store('sha', { partSize: 5 * MiB })
+    // After the signer: as if the bytes were damaged on the wire.
+    const seen = damagePartTwo(store, 'finalizeRequest')
+    const w = await store.create(NAME)
+    await w!.writeFile('one.bin', Readable.from([Buffer.from('single put')]))
+    const err = await rejection(w!.writeFile('two.bin', generated(11 * MiB, 4).stream))
+    t.match((err as DrError).line, /XAmzContentSHA256Mismatch/, 'the server refused the damaged part')
+    const puts = seen.filter((s) => s.startsWith('PutObject'))
+    t.ok(puts.length >= 2 && puts.every((s) => s.endsWith('md5')), `single puts (the claim, one.bin) carry Content-MD5: ${puts.join(', ')}`)
+    t.ok(seen.some((s) => s.startsWith('UploadPart')) && seen.filter((s) => s.startsWith('UploadPart')).every((s) => s.endsWith('none')), `parts do not: ${seen.join(', ')}`)
+    t.same((await leftovers(store, NAME)).uploads, [], 'and the upload was aborted')
+    await w!.discard()
+  })
+
+  t.test('S3_CONTENT_MD5=true: Content-MD5 on every part too, bytes changed before signing are refused', async (t) => {
+    const store = new S3Store(s3ClientFromEnv({ ...fx.env, S3_CONTENT_MD5: 'true' }), { bucket: fx.bucket, prefix: 'md5', url: `s3://${fx.bucket}/md5` }, { partSize: 5 * MiB })
+    // After the Content-MD5 middleware, before signing: only Content-MD5 can tell.
+    const seen = damagePartTwo(store, 'build')
     const w = await store.create(NAME)
     await w!.writeFile('one.bin', Readable.from([Buffer.from('single put')]))
     const err = await rejection(w!.writeFile('two.bin', generated(11 * MiB, 4).stream))
