@@ -249,7 +249,7 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, reporter 
   const s3env = await serverEnv()
   const env: Record<string, string> = { NO_COLOR: '1' }
   for (const [k, v] of Object.entries(process.env)) {
-    if (v === undefined || /^(AWS_|S3_FORCE_PATH_STYLE$|S3_CONTENT_MD5$|BACKUP_|RESTORE_|INCLUDE_POSTGRES$|ENABLE_POSTGRES_DUMP$|DR_)/.test(k)) continue
+    if (v === undefined || /^(AWS_|S3_|BACKUP_|RESTORE_|INCLUDE_POSTGRES$|ENABLE_POSTGRES_DUMP$|DR_)/.test(k)) continue
     env[k] = v
   }
   Object.assign(env, s3env, { AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true', CDR_ROOT: root })

@@ -194,6 +194,11 @@ t.test('client settings from the environment', async (t) => {
   t.notMatch(kind({ AWS_ENDPOINT_URL: 'http://user:hunter2@x' }), /hunter2/)
   t.match(kind({ S3_FORCE_PATH_STYLE: 'maybe' }), /^2: S3_FORCE_PATH_STYLE must be true or false/)
   t.match(kind({ S3_CONTENT_MD5: 'sometimes' }), /^2: S3_CONTENT_MD5 must be true or false/)
+  for (const bad of ['4MiB', '6GiB', '16KB', '-8', 'lots', '8.5MiB']) t.match(kind({ S3_PART_SIZE: bad }), /^2: S3_PART_SIZE .* is not a part size from 5MiB to 5GiB/, bad)
+  t.equal(s3ClientFromEnv({ S3_PART_SIZE: '64MiB' }).partSize, 64 * MiB)
+  t.equal(s3ClientFromEnv({ S3_PART_SIZE: '1gib' }).partSize, 1024 * MiB)
+  t.equal(s3ClientFromEnv({ S3_PART_SIZE: '16' }).partSize, 16 * MiB, 'a plain number is MiB')
+  t.equal(s3ClientFromEnv({}).partSize, undefined)
   t.equal(kind({ AWS_ENDPOINT_URL_S3: 'http://127.0.0.1:1', AWS_ENDPOINT_URL: 'nonsense' }), 'ok', 'the S3-specific endpoint wins')
   const conn = s3ClientFromEnv({ AWS_ENDPOINT_URL: 'http://127.0.0.1:9', AWS_ACCESS_KEY_ID: 'a', AWS_SECRET_ACCESS_KEY: 'b' })
   t.equal(await conn.client.config.forcePathStyle, true, 'path style with an endpoint')
@@ -488,6 +493,22 @@ if (fx) {
     t.ok(err instanceof DrError, String(err))
     t.equal((err as DrError).exitCode, 1)
     t.match((err as DrError).line, /cannot reach the S3 endpoint http:\/\/127\.0\.0\.1:1: connection refused/)
+  })
+
+  t.test('part sizes: S3_PART_SIZE, and larger parts for an object expected to outgrow 10,000 of them', async (t) => {
+    const partsOf = async (store: S3Store, file: string, expectedBytes?: number) => {
+      const w = await store.create(NAME)
+      await w!.writeFile(file, generated(21 * MiB, 5).stream, expectedBytes)
+      const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: `${store.prefix}/${NAME}/${file}` }))
+      await w!.discard()
+      t.equal(head.ContentLength, 21 * MiB)
+      return /-(\d+)"$/.exec(head.ETag ?? '')?.[1] ?? 'one PUT'
+    }
+    const configured = new S3Store(s3ClientFromEnv({ ...fx.env, S3_PART_SIZE: '16MiB' }), { bucket, prefix: 'parts16', url: `s3://${bucket}/parts16` })
+    t.equal(await partsOf(configured, 'a.bin'), '2', 'S3_PART_SIZE=16MiB: 21 MiB in 2 parts')
+    // 200 GiB expected: 8 MiB parts would hold only 78 GiB, so parts of 41 MiB (twice the expectation fits).
+    t.equal(await partsOf(fx.store('partsHint'), 'b.bin', 200 * 1024 * MiB), 'one PUT', 'a 200 GiB expectation: parts over 21 MiB')
+    t.equal(await partsOf(fx.store('partsSmall'), 'c.bin', 10 * MiB), '3', 'a small expectation keeps the default 8 MiB parts')
   })
 
   t.test('a 21 MiB stream goes up in parts and comes back byte for byte', async (t) => {

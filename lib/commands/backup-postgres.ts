@@ -61,6 +61,7 @@ export async function dumpPostgres(
         (stdout) =>
           storeEncoded(writer, POSTGRES_DUMP_ZST_FILE, stdout, { ...encryption, compress: true }, conn.env, (bytes) =>
             reporter.progress(`dumping database (${encryption.recipients ? 'compressed, encrypted' : 'compressed'})`, bytes),
+            info.sizeBytes,
           ),
         { snapshot: snapshot.id, lockWaitTimeoutMs },
       ),

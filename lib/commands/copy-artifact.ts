@@ -45,7 +45,7 @@ export async function copyArtifact(
   try {
     for (const file of files) {
       const sent = new DigestStream((n) => reporter.progress(`copying ${file.path} to ${to.url}`, bytes + n))
-      await writer.writeFile(file.path, createReadStream(join(dir, file.path), { highWaterMark: 1024 * 1024 }).pipe(sent))
+      await writer.writeFile(file.path, createReadStream(join(dir, file.path), { highWaterMark: 1024 * 1024 }).pipe(sent), file.size)
       const d = sent.digest()
       if (d.sha256 !== file.sha256 || d.size !== file.size) {
         throw verificationError(`${file.path} changed on disk before it was copied to ${to.url}`, 'the local artifact is damaged; nothing was left in the bucket; back up again')

@@ -37,6 +37,8 @@ export function storeEncoded(
   encoding: Encoding,
   env: NodeJS.ProcessEnv,
   onProgress?: (bytes: number) => void,
+  /** About how many bytes will be stored, when known (sizes a bucket's multipart parts). */
+  expectedBytes?: number,
 ): EncodedFile {
   const tools: { what: string; tool: Tool }[] = []
   // Each stage reads the previous child's stdout through the OS, or 'pipe' for bytes we write.
@@ -61,7 +63,7 @@ export function storeEncoded(
   const file = encoding.recipients ? name + AGE_SUFFIX : name
   const digest = new DigestStream(onProgress)
   const kill = () => tools.forEach(({ tool }) => tool.kill())
-  const stored = writer.writeFile(file, stream.pipe(digest))
+  const stored = writer.writeFile(file, stream.pipe(digest), expectedBytes)
   const done = (async (): Promise<ManifestFile> => {
     try {
       const [, ...exits] = await Promise.all([stored, ...tools.map(({ tool }) => tool.exited)])

@@ -16,6 +16,8 @@ export interface DatabaseSettings {
 export interface ServerInfo extends DatabaseSettings {
   serverVersion: string
   database: string
+  /** pg_database_size: about what a dump will hold (sizes a bucket upload's parts). */
+  sizeBytes?: number
 }
 
 /**
@@ -27,12 +29,12 @@ export async function serverInfo(conn: PgConnection): Promise<ServerInfo> {
   const out = await psql(
     conn,
     `SELECT json_build_object('serverVersion', current_setting('server_version'), 'encoding', pg_encoding_to_char(d.encoding),
-                              'owner', pg_get_userbyid(d.datdba), 'row', to_jsonb(d))
+                              'owner', pg_get_userbyid(d.datdba), 'size', pg_database_size(d.oid), 'row', to_jsonb(d))
        FROM pg_database d WHERE datname = current_database();\n`,
     {},
     'connecting to PostgreSQL',
   )
-  let info: { serverVersion?: string; encoding?: string; owner?: string; row?: Record<string, unknown> }
+  let info: { serverVersion?: string; encoding?: string; owner?: string; size?: unknown; row?: Record<string, unknown> }
   try {
     info = JSON.parse(out)
   } catch {
@@ -53,6 +55,7 @@ export async function serverInfo(conn: PgConnection): Promise<ServerInfo> {
     localeProvider: icu ? 'icu' : 'libc',
     ...(icu ? { iculocale: text(row.daticulocale ?? row.datlocale) } : {}),
     ...(info.owner ? { owner: info.owner } : {}),
+    ...(typeof info.size === 'number' ? { sizeBytes: info.size } : {}),
   }
 }
 

@@ -4,6 +4,7 @@ import { DrError, inputError, runtimeError, usageError } from '../cli/errors.ts'
 import { escapeControl, quoteValue } from '../cli/escape.ts'
 import { oneLine, redact } from '../cli/redact.ts'
 import { parseSwitch } from '../cli/switches.ts'
+import { parsePartSize } from './part-size.ts'
 
 /**
  * An S3 client configured from the environment, the way the aws CLI reads it:
@@ -16,7 +17,8 @@ import { parseSwitch } from '../cli/switches.ts'
  *   (each request's tries, SDK default 3);
  * - AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL for an S3-compatible server
  *   (Ceph RGW, MinIO…); path-style addressing is then the default,
- *   S3_FORCE_PATH_STYLE=true|false overrides it.
+ *   S3_FORCE_PATH_STYLE=true|false overrides it;
+ * - S3_PART_SIZE, the multipart part size (lib/storage/part-size.ts).
  *
  * Checksums: the SDK's default (CRC32 trailers in aws-chunked encoding) is
  * refused by RGW and others (411 MissingContentLength), so request and
@@ -40,6 +42,8 @@ export interface S3Connection {
   readonly region: string
   /** Values to scrub from any text that came from the server or the SDK. */
   readonly secrets: readonly string[]
+  /** S3_PART_SIZE, when set: multipart part size in bytes (lib/storage/part-size.ts). */
+  readonly partSize?: number
 }
 
 /** Requests that carry Content-MD5; S3_CONTENT_MD5=true adds multipart parts (see above). */
@@ -67,6 +71,8 @@ export function s3ClientFromEnv(env: NodeJS.ProcessEnv): S3Connection {
     throw usageError(`${set} is set but ${unset} is not`, `set both, or neither to use AWS_PROFILE or the instance's role`)
   }
 
+  const partSizeRaw = value('S3_PART_SIZE')
+  const partSize = partSizeRaw !== undefined ? parsePartSize(partSizeRaw) : undefined
   const md5Raw = value('S3_CONTENT_MD5')
   const md5Parts = md5Raw !== undefined && parseSwitch(md5Raw, 'S3_CONTENT_MD5')
 
@@ -102,6 +108,7 @@ export function s3ClientFromEnv(env: NodeJS.ProcessEnv): S3Connection {
     endpoint: endpoint ?? `AWS S3 (${region})`,
     region,
     secrets: [secretAccessKey, sessionToken].filter((s): s is string => s !== undefined),
+    ...(partSize !== undefined ? { partSize } : {}),
   }
 }
 

@@ -4,10 +4,12 @@ import { PutObjectCommand } from '@aws-sdk/client-s3'
 import { Upload } from '@aws-sdk/lib-storage'
 import { isSafeRelativePath } from '../artifact/manifest.ts'
 import { MANIFEST_FILE, MANIFEST_SUM_FILE } from '../artifact/naming.ts'
-import { runtimeError } from '../cli/errors.ts'
+import { runtimeError, type DrError } from '../cli/errors.ts'
 import { quoteValue } from '../cli/escape.ts'
 import { onInterrupt } from '../cli/signals.ts'
 import type { S3Store } from './s3.ts'
+import { formatBytes } from '../cli/report.ts'
+import { MAX_PARTS, maxObjectBytes, partSizeFor } from './part-size.ts'
 import { s3NameOf, s3StatusOf } from './s3-client.ts'
 import type { ArtifactWriter } from './store.ts'
 
@@ -46,7 +48,7 @@ export class S3Writer implements ArtifactWriter {
     return `${this.store.url}/${this.name}`
   }
 
-  async writeFile(file: string, source: Readable): Promise<void> {
+  async writeFile(file: string, source: Readable, expectedBytes?: number): Promise<void> {
     if (!isSafeRelativePath(file) || file === MANIFEST_FILE || file === MANIFEST_SUM_FILE) throw new Error(`not a data file name: ${file}`)
     if (this.discarded || this.published) throw new Error(`artifact ${this.name} is already ${this.published ? 'published' : 'discarded'}`)
     const key = this.key + file
@@ -54,10 +56,11 @@ export class S3Writer implements ArtifactWriter {
     // lib-storage sizes a stream it recognises (an fs.ReadStream) by its
     // whole file, whatever `end` says; behind a PassThrough it just streams.
     const pass = new PassThrough()
+    const partSize = partSizeFor(this.partSize, expectedBytes)
     const upload = new Upload({
       client: this.store.client,
       params: { Bucket: this.store.bucket, Key: key, Body: pass, ContentType: 'application/octet-stream' },
-      partSize: this.partSize,
+      partSize,
       queueSize: this.queueSize,
       leavePartsOnError: false,
     })
@@ -107,7 +110,7 @@ export class S3Writer implements ArtifactWriter {
     await this.abortUploadsOf(key).catch(() => undefined)
     if (active.cancelled) throw runtimeError(`upload of ${quoteValue(url)} was cancelled`, 'run the backup again')
     if (sourceErr !== undefined) throw sourceErr
-    if (uploadErr !== undefined) throw this.store.fail(uploadErr, url)
+    if (uploadErr !== undefined) throw tooManyParts(uploadErr, url, partSize) ?? this.store.fail(uploadErr, url)
     throw pipeErr
   }
 
@@ -164,3 +167,12 @@ export class S3Writer implements ArtifactWriter {
   }
 }
 
+
+/** lib-storage's own error once a stream outgrows MAX_PARTS parts, as one line with its fix. */
+export function tooManyParts(err: unknown, url: string, partSize: number): DrError | null {
+  if (!/^Exceeded \d+ parts in multipart upload/.test((err as Error)?.message ?? '')) return null
+  return runtimeError(
+    `${quoteValue(url)} grew past ${formatBytes(maxObjectBytes(partSize))}, the most S3's ${MAX_PARTS.toLocaleString('en')} parts of ${formatBytes(partSize)} can hold`,
+    'set S3_PART_SIZE to a larger part size (e.g. 64MiB; memory grows to about 5 times it) and run again',
+  )
+}

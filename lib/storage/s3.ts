@@ -97,7 +97,7 @@ export class S3Store implements Store {
     this.bucket = location.bucket
     this.prefix = location.prefix
     this.url = location.url
-    this.partSize = options.partSize ?? PART_SIZE
+    this.partSize = options.partSize ?? conn.partSize ?? PART_SIZE
     this.queueSize = options.queueSize ?? QUEUE_SIZE
   }
 

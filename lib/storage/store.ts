@@ -42,8 +42,10 @@ export interface ArtifactWriter {
    * Streams one data file of the artifact from `source` and resolves when
    * it is durable (fsynced, or the upload completed). `file` is a plain
    * name such as postgres.dump.zst, never a path. Memory stays flat.
+   * `expectedBytes`, when the caller can tell, sizes a bucket's multipart
+   * parts so that the object fits S3's 10,000 parts.
    */
-  writeFile(file: string, source: Readable): Promise<void>
+  writeFile(file: string, source: Readable, expectedBytes?: number): Promise<void>
 
   /**
    * Makes the artifact complete: writes the sidecar, then the manifest,

@@ -99,7 +99,7 @@ export { syntheticArtifact }
 export function s3CommandEnv(fx: Pick<S3Fixture, 'env'>, extra: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
   const env = cleanEnv()
   for (const name of Object.keys(env)) {
-    if (/^(AWS_|BACKUP_|RESTORE_|DRILL_|DR_)/.test(name) || name === 'S3_FORCE_PATH_STYLE' || name === 'S3_CONTENT_MD5' || name === 'PG_LOCK_WAIT_TIMEOUT') delete env[name]
+    if (/^(AWS_|BACKUP_|RESTORE_|DRILL_|DR_)/.test(name) || /^S3_/.test(name) || name === 'PG_LOCK_WAIT_TIMEOUT') delete env[name]
   }
   Object.assign(env, fx.env)
   for (const [k, v] of Object.entries(extra)) {

@@ -1,0 +1,43 @@
+import { usageError } from '../cli/errors.ts'
+import { quoteValue } from '../cli/escape.ts'
+
+/**
+ * Multipart part sizes. S3 allows at most 10,000 parts of 5 MiB to 5 GiB,
+ * and lib-storage keeps the part size fixed for the whole upload, so the
+ * part size caps the object: 8 MiB parts hold at most 78 GiB. Memory is
+ * about (parts in flight + 2) × part size, so the size is only raised
+ * where an object needs it.
+ */
+const MiB = 1024 * 1024
+export const MIN_PART_SIZE = 5 * MiB
+export const MAX_PART_SIZE = 5 * 1024 * MiB
+export const MAX_PARTS = 10_000
+/** Headroom over an expected size: a dump can outgrow the database's size on disk (hex bytea, TOAST). */
+const HEADROOM = 2
+
+/** The largest object `partSize` parts can hold. */
+export const maxObjectBytes = (partSize: number): number => partSize * MAX_PARTS
+
+/**
+ * The part size for an object expected to be about `expectedBytes`: the
+ * configured size, or the smallest whole MiB that fits twice the
+ * expectation in 10,000 parts.
+ */
+export function partSizeFor(configured: number, expectedBytes?: number): number {
+  if (expectedBytes === undefined || !Number.isFinite(expectedBytes) || expectedBytes <= 0) return configured
+  const needed = Math.ceil((expectedBytes * HEADROOM) / MAX_PARTS / MiB) * MiB
+  return Math.min(MAX_PART_SIZE, Math.max(configured, needed))
+}
+
+const UNITS: Record<string, number> = { '': MiB, mib: MiB, m: MiB, mb: MiB, gib: 1024 * MiB, g: 1024 * MiB, gb: 1024 * MiB }
+
+/** S3_PART_SIZE: "16MiB", "1GiB" or a number of MiB, from 5 MiB to 5 GiB. */
+export function parsePartSize(raw: string, name = 'S3_PART_SIZE'): number {
+  const m = /^(\d{1,5})\s*([a-z]*)$/i.exec(raw.trim())
+  const unit = m ? UNITS[m[2]!.toLowerCase()] : undefined
+  const bytes = m && unit !== undefined ? Number(m[1]) * unit : NaN
+  if (!(bytes >= MIN_PART_SIZE && bytes <= MAX_PART_SIZE)) {
+    throw usageError(`${name} ${quoteValue(raw, 20)} is not a part size from 5MiB to 5GiB`, `use a size such as 16MiB (objects up to 10,000 parts: 16MiB holds 156 GiB)`)
+  }
+  return bytes
+}
