@@ -469,6 +469,15 @@ if (top) {
         code: 3,
         error: new RegExp(`^error: bucket '${missing}' does not exist at `),
       })),
+      ...commands(`s3://${fx.bucket}/errors`)
+        .filter((c) => c.script === BACKUP)
+        .map((c) => ({
+          ...c,
+          label: `bad S3_PART_SIZE: ${c.label}`,
+          env: s3CommandEnv(fx, { ...c.env, S3_PART_SIZE: 'lots' }),
+          code: 2,
+          error: /^error: S3_PART_SIZE 'lots' is not a part size from 5MiB to 5GiB; use a size such as 16MiB/,
+        })),
       ...commands('gs://x/p').map((c) => ({ ...c, label: `gs://: ${c.label}`, env: s3CommandEnv(fx, c.env), code: 2, error: /unsupported scheme gs:\/\// })),
       ...commands('s3:/x').map((c) => ({
         ...c,

@@ -178,9 +178,9 @@ t.test('parseLocation', async (t) => {
 })
 
 t.test('client settings from the environment', async (t) => {
-  const kind = (env: NodeJS.ProcessEnv) => {
+  const kind = (env: NodeJS.ProcessEnv, upload = false) => {
     try {
-      s3ClientFromEnv(env)
+      s3ClientFromEnv(env, { upload })
       return 'ok'
     } catch (err) {
       return err instanceof DrError ? `${err.exitCode}: ${err.line}` : String(err)
@@ -193,12 +193,15 @@ t.test('client settings from the environment', async (t) => {
   t.match(kind({ AWS_ENDPOINT_URL: 'http://user:hunter2@x' }), /^2: AWS_ENDPOINT_URL must not hold credentials/)
   t.notMatch(kind({ AWS_ENDPOINT_URL: 'http://user:hunter2@x' }), /hunter2/)
   t.match(kind({ S3_FORCE_PATH_STYLE: 'maybe' }), /^2: S3_FORCE_PATH_STYLE must be true or false/)
-  t.match(kind({ S3_CONTENT_MD5: 'sometimes' }), /^2: S3_CONTENT_MD5 must be true or false/)
-  for (const bad of ['4MiB', '6GiB', '16KB', '-8', 'lots', '8.5MiB']) t.match(kind({ S3_PART_SIZE: bad }), /^2: S3_PART_SIZE .* is not a part size from 5MiB to 5GiB/, bad)
-  t.equal(s3ClientFromEnv({ S3_PART_SIZE: '64MiB' }).partSize, 64 * MiB)
-  t.equal(s3ClientFromEnv({ S3_PART_SIZE: '1gib' }).partSize, 1024 * MiB)
-  t.equal(s3ClientFromEnv({ S3_PART_SIZE: '16' }).partSize, 16 * MiB, 'a plain number is MiB')
-  t.equal(s3ClientFromEnv({}).partSize, undefined)
+  t.match(kind({ S3_CONTENT_MD5: 'sometimes' }, true), /^2: S3_CONTENT_MD5 must be true or false/)
+  for (const bad of ['4MiB', '6GiB', '16KB', '-8', 'lots', '8.5MiB']) t.match(kind({ S3_PART_SIZE: bad }, true), /^2: S3_PART_SIZE .* is not a part size from 5MiB to 5GiB/, bad)
+  t.equal(s3ClientFromEnv({ S3_PART_SIZE: '64MiB' }, { upload: true }).partSize, 64 * MiB)
+  t.equal(s3ClientFromEnv({ S3_PART_SIZE: '1gib' }, { upload: true }).partSize, 1024 * MiB)
+  t.equal(s3ClientFromEnv({ S3_PART_SIZE: '16' }, { upload: true }).partSize, 16 * MiB, 'a plain number is MiB')
+  t.equal(s3ClientFromEnv({}, { upload: true }).partSize, undefined)
+  // Upload-only settings never stop a restore, a drill or a prune.
+  t.equal(kind({ S3_PART_SIZE: 'lots', S3_CONTENT_MD5: 'sometimes' }), 'ok', 'ignored by a command that does not upload')
+  t.equal(s3ClientFromEnv({ S3_PART_SIZE: '64MiB' }).partSize, undefined)
   t.equal(kind({ AWS_ENDPOINT_URL_S3: 'http://127.0.0.1:1', AWS_ENDPOINT_URL: 'nonsense' }), 'ok', 'the S3-specific endpoint wins')
   const conn = s3ClientFromEnv({ AWS_ENDPOINT_URL: 'http://127.0.0.1:9', AWS_ACCESS_KEY_ID: 'a', AWS_SECRET_ACCESS_KEY: 'b' })
   t.equal(await conn.client.config.forcePathStyle, true, 'path style with an endpoint')
@@ -504,11 +507,27 @@ if (fx) {
       t.equal(head.ContentLength, 21 * MiB)
       return /-(\d+)"$/.exec(head.ETag ?? '')?.[1] ?? 'one PUT'
     }
-    const configured = new S3Store(s3ClientFromEnv({ ...fx.env, S3_PART_SIZE: '16MiB' }), { bucket, prefix: 'parts16', url: `s3://${bucket}/parts16` })
+    const configured = new S3Store(s3ClientFromEnv({ ...fx.env, S3_PART_SIZE: '16MiB' }, { upload: true }), { bucket, prefix: 'parts16', url: `s3://${bucket}/parts16` })
     t.equal(await partsOf(configured, 'a.bin'), '2', 'S3_PART_SIZE=16MiB: 21 MiB in 2 parts')
-    // 200 GiB expected: 8 MiB parts would hold only 78 GiB, so parts of 41 MiB (twice the expectation fits).
-    t.equal(await partsOf(fx.store('partsHint'), 'b.bin', 200 * 1024 * MiB), 'one PUT', 'a 200 GiB expectation: parts over 21 MiB')
+    // 300 GiB expected: 8 MiB parts would hold only 78 GiB, so parts of 31 MiB.
+    t.equal(await partsOf(fx.store('partsHint'), 'b.bin', 300 * 1024 * MiB), 'one PUT', 'a 300 GiB expectation: parts over 21 MiB')
     t.equal(await partsOf(fx.store('partsSmall'), 'c.bin', 10 * MiB), '3', 'a small expectation keeps the default 8 MiB parts')
+  })
+
+  t.test("a stream that outgrows the parts S3 allows is stopped at the limit: one line, nothing left behind", async (t) => {
+    const store = fx.store('tooMany', { partSize: 5 * MiB, maxParts: 2 })
+    const w = await store.create(NAME)
+    const err = await rejection(w!.writeFile('big.bin', generated(11 * MiB, 6).stream))
+    t.ok(err instanceof DrError, String(err))
+    t.equal((err as DrError).exitCode, 1)
+    t.match((err as DrError).line, /^'s3:\/\/[^']+\/tooMany\/conductor-backup-20240315T120000Z\/big\.bin' grew past 10\.0 MiB, the most S3's 2 parts of 5\.0 MiB can hold; set S3_PART_SIZE /)
+    t.same((await leftovers(store, NAME)).uploads, [], 'the upload was aborted')
+    await w!.discard()
+    t.same(await leftovers(store, NAME), { objects: [], uploads: [] })
+    // Exactly at the limit is fine.
+    const w2 = await store.create(NAME)
+    await w2!.writeFile('full.bin', generated(10 * MiB, 7).stream)
+    await w2!.discard()
   })
 
   t.test('a 21 MiB stream goes up in parts and comes back byte for byte', async (t) => {
@@ -569,7 +588,7 @@ if (fx) {
   })
 
   t.test('S3_CONTENT_MD5=true: Content-MD5 on every part too, bytes changed before signing are refused', async (t) => {
-    const store = new S3Store(s3ClientFromEnv({ ...fx.env, S3_CONTENT_MD5: 'true' }), { bucket: fx.bucket, prefix: 'md5', url: `s3://${fx.bucket}/md5` }, { partSize: 5 * MiB })
+    const store = new S3Store(s3ClientFromEnv({ ...fx.env, S3_CONTENT_MD5: 'true' }, { upload: true }), { bucket: fx.bucket, prefix: 'md5', url: `s3://${fx.bucket}/md5` }, { partSize: 5 * MiB })
     // After the Content-MD5 middleware, before signing: only Content-MD5 can tell.
     const seen = damagePartTwo(store, 'build')
     const w = await store.create(NAME)

@@ -61,7 +61,9 @@ export async function dumpPostgres(
         (stdout) =>
           storeEncoded(writer, POSTGRES_DUMP_ZST_FILE, stdout, { ...encryption, compress: true }, conn.env, (bytes) =>
             reporter.progress(`dumping database (${encryption.recipients ? 'compressed, encrypted' : 'compressed'})`, bytes),
-            info.sizeBytes,
+            // pg_database_size counts indexes and free space a dump leaves out, but a dump can
+            // hold more than the heap (TOAST compressed by pglz, hex bytea): half as much again.
+            info.sizeBytes === undefined ? undefined : Math.ceil(info.sizeBytes * 1.5),
           ),
         { snapshot: snapshot.id, lockWaitTimeoutMs },
       ),

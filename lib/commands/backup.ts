@@ -113,6 +113,8 @@ async function warnAboutLeftovers(output: string, reporter: Reporter): Promise<v
 }
 
 /** How many following seconds a backup tries when its name is taken by a run in the same second. */
+/** Bucket stores this command writes to: upload-only settings (S3_PART_SIZE, S3_CONTENT_MD5) are read and checked. */
+const UPLOAD = { upload: true } as const
 const NAME_ATTEMPTS = 3
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
@@ -155,13 +157,13 @@ export async function runBackup(opts: BackupOptions, reporter: Reporter): Promis
   if (destination) reporter.line(`output: ${output}${destination.create.length === 0 ? '' : ` (will create ${destination.create.join(', ')}, mode 0700)`}`)
   else {
     // The settings (region, endpoint, a half-set key pair) are checked here; nothing is sent.
-    await openStore(location, opts.env)
+    await openStore(location, opts.env, UPLOAD)
     reporter.line(`output: ${output} (S3; credentials, the bucket and write access are checked by the real run, not by a dry run)`)
   }
   // A local copy's directory is planned like --output's (and created by the real run); a bucket's settings are checked, nothing is sent.
   const copyPlans = new Map<string, DestinationPlan>()
   for (const c of copies) {
-    if (c.kind === 's3') await openStore(c, opts.env)
+    if (c.kind === 's3') await openStore(c, opts.env, UPLOAD)
     else copyPlans.set(c.path, await planDestination(c.path, '--copy-to'))
     reporter.line(`copy to: ${c.kind === 'local' ? c.path : c.url} (after the backup, read back and checked)`)
   }
@@ -220,7 +222,7 @@ export async function runBackup(opts: BackupOptions, reporter: Reporter): Promis
     }
     await warnAboutLeftovers(output, reporter)
   }
-  const store = await openStore(destination ? { kind: 'local', path: output } : location, opts.env)
+  const store = await openStore(destination ? { kind: 'local', path: output } : location, opts.env, UPLOAD)
   const { name, at, writer } = await claimName(store, opts.now)
   const release = onInterrupt(() => writer.discard())
   try {
@@ -264,7 +266,7 @@ export async function runBackup(opts: BackupOptions, reporter: Reporter): Promis
     for (const c of copies) {
       const plan = c.kind === 'local' ? copyPlans.get(c.path) : undefined
       if (plan) await createDestination(plan)
-      copied.push(await copyArtifact(writer.location, name, text, sum, files, await openStore(c, opts.env), reporter))
+      copied.push(await copyArtifact(writer.location, name, text, sum, files, await openStore(c, opts.env, UPLOAD), reporter))
     }
     // After the new backup is complete, never before: it is the newest, so prune always keeps it.
     const pruned = opts.prune ? await runPrune({ store, ...opts.prune, dryRun: false, now: new Date() }, reporter) : null

@@ -4,7 +4,7 @@ import { DrError, inputError, runtimeError, usageError } from '../cli/errors.ts'
 import { escapeControl, quoteValue } from '../cli/escape.ts'
 import { oneLine, redact } from '../cli/redact.ts'
 import { parseSwitch } from '../cli/switches.ts'
-import { parsePartSize } from './part-size.ts'
+import { uploadSettings } from './part-size.ts'
 
 /**
  * An S3 client configured from the environment, the way the aws CLI reads it:
@@ -18,7 +18,8 @@ import { parsePartSize } from './part-size.ts'
  * - AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL for an S3-compatible server
  *   (Ceph RGW, MinIO…); path-style addressing is then the default,
  *   S3_FORCE_PATH_STYLE=true|false overrides it;
- * - S3_PART_SIZE, the multipart part size (lib/storage/part-size.ts).
+ * - S3_PART_SIZE, the multipart part size (lib/storage/part-size.ts), and
+ *   S3_CONTENT_MD5 (below), read only for a command that uploads.
  *
  * Checksums: the SDK's default (CRC32 trailers in aws-chunked encoding) is
  * refused by RGW and others (411 MissingContentLength), so request and
@@ -50,7 +51,12 @@ export interface S3Connection {
 const MD5_COMMANDS = ['PutObjectCommand', 'DeleteObjectsCommand']
 const PART_COMMAND = 'UploadPartCommand'
 
-export function s3ClientFromEnv(env: NodeJS.ProcessEnv): S3Connection {
+export interface S3ClientOptions {
+  /** For a command that uploads (backup.sh): S3_PART_SIZE and S3_CONTENT_MD5 are read and checked; the others ignore them. */
+  upload?: boolean
+}
+
+export function s3ClientFromEnv(env: NodeJS.ProcessEnv, options: S3ClientOptions = {}): S3Connection {
   const value = (name: string): string | undefined => {
     const v = env[name]
     return v === undefined || v.trim() === '' ? undefined : v.trim()
@@ -71,10 +77,7 @@ export function s3ClientFromEnv(env: NodeJS.ProcessEnv): S3Connection {
     throw usageError(`${set} is set but ${unset} is not`, `set both, or neither to use AWS_PROFILE or the instance's role`)
   }
 
-  const partSizeRaw = value('S3_PART_SIZE')
-  const partSize = partSizeRaw !== undefined ? parsePartSize(partSizeRaw) : undefined
-  const md5Raw = value('S3_CONTENT_MD5')
-  const md5Parts = md5Raw !== undefined && parseSwitch(md5Raw, 'S3_CONTENT_MD5')
+  const { partSize, md5Parts } = options.upload ? uploadSettings(env) : { partSize: undefined, md5Parts: false }
 
   const attemptsRaw = value('AWS_MAX_ATTEMPTS')
   if (attemptsRaw !== undefined && !/^[1-9]\d?$/.test(attemptsRaw)) {

@@ -1,4 +1,4 @@
-import { PassThrough, type Readable } from 'node:stream'
+import { Transform, type Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { PutObjectCommand } from '@aws-sdk/client-s3'
 import { Upload } from '@aws-sdk/lib-storage'
@@ -9,7 +9,7 @@ import { quoteValue } from '../cli/escape.ts'
 import { onInterrupt } from '../cli/signals.ts'
 import type { S3Store } from './s3.ts'
 import { formatBytes } from '../cli/report.ts'
-import { MAX_PARTS, maxObjectBytes, partSizeFor } from './part-size.ts'
+import { MAX_PARTS, partSizeFor } from './part-size.ts'
 import { s3NameOf, s3StatusOf } from './s3-client.ts'
 import type { ArtifactWriter } from './store.ts'
 
@@ -23,7 +23,7 @@ export const CLAIM_FILE = '.claim'
  */
 /** One upload in flight: its pipe, and a promise that settles once both the pipe and the upload have. */
 interface Active {
-  pass: PassThrough
+  pass: Transform
   settled: Promise<unknown>
   cancelled: boolean
 }
@@ -42,6 +42,8 @@ export class S3Writer implements ArtifactWriter {
     private readonly key: string,
     private readonly partSize: number,
     private readonly queueSize: number,
+    /** S3's limit; smaller only in tests. */
+    private readonly maxParts: number = MAX_PARTS,
   ) {}
 
   get location(): string {
@@ -54,9 +56,25 @@ export class S3Writer implements ArtifactWriter {
     const key = this.key + file
     const url = `s3://${this.store.bucket}/${key}`
     // lib-storage sizes a stream it recognises (an fs.ReadStream) by its
-    // whole file, whatever `end` says; behind a PassThrough it just streams.
-    const pass = new PassThrough()
+    // whole file, whatever `end` says; behind a Transform it just streams.
+    // It only notices the part limit one part too late (it sends part
+    // 10,001, which AWS refuses and RGW stores until the completion fails),
+    // so the bytes are counted here and the stream stops at the limit.
     const partSize = partSizeFor(this.partSize, expectedBytes)
+    const limit = partSize * this.maxParts
+    let tooLarge: DrError | undefined
+    let sent = 0
+    const pass = new Transform({
+      transform: (chunk: Buffer, _encoding, done) => {
+        sent += chunk.length
+        if (sent <= limit) return done(null, chunk)
+        tooLarge ??= runtimeError(
+          `${quoteValue(url)} grew past ${formatBytes(limit)}, the most S3's ${this.maxParts.toLocaleString('en')} parts of ${formatBytes(partSize)} can hold`,
+          'set S3_PART_SIZE to a larger part size (e.g. 64MiB; memory grows to about 5 times it) and run again',
+        )
+        done(tooLarge)
+      },
+    })
     const upload = new Upload({
       client: this.store.client,
       params: { Bucket: this.store.bucket, Key: key, Body: pass, ContentType: 'application/octet-stream' },
@@ -74,13 +92,15 @@ export class S3Writer implements ArtifactWriter {
     let uploadErr: unknown
     let pipeErr: unknown
     let failed = false
+    // An aborted or prematurely closed pipe is the echo of lib-storage giving up: its own error explains it.
+    const echo = (err: NodeJS.ErrnoException) => err?.name === 'AbortError' || err?.code === 'ERR_STREAM_PREMATURE_CLOSE'
     source.once('error', (err) => {
+      if (pass.destroyed && echo(err)) return
       if (!failed) sourceErr = err
       failed = true
     })
     const piping = pipeline(source, pass).catch((err: NodeJS.ErrnoException) => {
-      // An aborted or prematurely closed pipe is the echo of lib-storage giving up: its own error explains it.
-      if (err?.name === 'AbortError' || err?.code === 'ERR_STREAM_PREMATURE_CLOSE') {
+      if (echo(err)) {
         pipeErr ??= err
         return
       }
@@ -109,8 +129,9 @@ export class S3Writer implements ArtifactWriter {
     // lib-storage aborts a failed multipart upload itself; this is the backstop for an abort that failed too.
     await this.abortUploadsOf(key).catch(() => undefined)
     if (active.cancelled) throw runtimeError(`upload of ${quoteValue(url)} was cancelled`, 'run the backup again')
+    if (tooLarge !== undefined) throw tooLarge
     if (sourceErr !== undefined) throw sourceErr
-    if (uploadErr !== undefined) throw tooManyParts(uploadErr, url, partSize) ?? this.store.fail(uploadErr, url)
+    if (uploadErr !== undefined) throw this.store.fail(uploadErr, url)
     throw pipeErr
   }
 
@@ -165,14 +186,4 @@ export class S3Writer implements ArtifactWriter {
     if (keys.length > 0) await this.store.deleteKeys(keys)
     this.written.clear()
   }
-}
-
-
-/** lib-storage's own error once a stream outgrows MAX_PARTS parts, as one line with its fix. */
-export function tooManyParts(err: unknown, url: string, partSize: number): DrError | null {
-  if (!/^Exceeded \d+ parts in multipart upload/.test((err as Error)?.message ?? '')) return null
-  return runtimeError(
-    `${quoteValue(url)} grew past ${formatBytes(maxObjectBytes(partSize))}, the most S3's ${MAX_PARTS.toLocaleString('en')} parts of ${formatBytes(partSize)} can hold`,
-    'set S3_PART_SIZE to a larger part size (e.g. 64MiB; memory grows to about 5 times it) and run again',
-  )
 }

@@ -26,6 +26,7 @@ import type { ArtifactWriter, Store } from './store.ts'
 import { DigestStream, identityOf, type Digest, type FileIdentity } from '../pipeline/checksum.ts'
 import { mapLimit } from '../pipeline/map-limit.ts'
 import { CLAIM_FILE, S3Writer } from './s3-writer.ts'
+import { MAX_PARTS } from './part-size.ts'
 
 export { CLAIM_FILE }
 
@@ -49,6 +50,8 @@ export interface S3StoreOptions {
   /** Multipart part size in bytes, at least 5 MiB (S3's minimum). */
   partSize?: number
   queueSize?: number
+  /** Parts an object may have: S3's 10,000; smaller only in tests. */
+  maxParts?: number
 }
 
 export interface S3Location {
@@ -87,6 +90,7 @@ export class S3Store implements Store {
   readonly client: S3Client
   private readonly partSize: number
   private readonly queueSize: number
+  private readonly maxParts: number
 
   constructor(
     readonly conn: S3Connection,
@@ -99,6 +103,7 @@ export class S3Store implements Store {
     this.url = location.url
     this.partSize = options.partSize ?? conn.partSize ?? PART_SIZE
     this.queueSize = options.queueSize ?? QUEUE_SIZE
+    this.maxParts = options.maxParts ?? MAX_PARTS
   }
 
   /** `<prefix>/` or '' at the bucket's root. */
@@ -134,7 +139,7 @@ export class S3Store implements Store {
       if (s3StatusOf(err) === 412 || s3NameOf(err) === 'PreconditionFailed') return null
       throw this.fail(err)
     }
-    return new S3Writer(this, name, key, this.partSize, this.queueSize)
+    return new S3Writer(this, name, key, this.partSize, this.queueSize, this.maxParts)
   }
 
   /**
