@@ -1,6 +1,6 @@
 // prune.sh end to end on real directories, plus runPrune against a store whose deletions fail.
 import { spawn } from 'node:child_process'
-import { existsSync, mkdirSync, readdirSync, utimesSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { artifactName, MANIFEST_SUM_FILE, partialName, POSTGRES_DUMP_ZST_FILE } from '../lib/artifact/naming.ts'
@@ -183,6 +183,30 @@ t.test('damaged artifacts are left alone; an abandoned partial goes, a fresh one
     t.same(oneJson(t, r).removed, [recent])
     t.same(onDisk(base), [newest, damaged, running].sort().reverse(), 'the partial written to a minute ago stays')
   })
+})
+
+t.test('a symbolic link named like an artifact is damaged: prune never deletes through it', async (t) => {
+  const base = tempDir(t, 'cdr-prune-link-')
+  const elsewhere = tempDir(t, 'cdr-prune-archive-')
+  const now = Date.now()
+  const older = writeArtifact(base, new Date(now - 3 * DAY), 'conductor')
+  const newest = writeArtifact(base, new Date(now - DAY), 'conductor')
+  const archived = writeArtifact(elsewhere, new Date(now - 30 * DAY), 'conductor')
+  const toNewest = artifactName(new Date(now - 20 * DAY))
+  symlinkSync(newest, join(base, toNewest))
+  symlinkSync(join(elsewhere, archived), join(base, archived))
+  const r = await run(PRUNE, ['--keep-last', '1', '--json', base], env())
+  t.equal(r.code, 0, r.stderr)
+  const doc = oneJson(t, r)
+  t.same(doc.removed, [older], 'only the real, older artifact')
+  const byName = Object.fromEntries(doc.artifacts.map((a: any) => [a.name, a]))
+  for (const link of [toNewest, archived]) t.match(byName[link], { kind: 'damaged', action: 'keep', removed: false, problem: /is a symbolic link, not an artifact directory/ })
+  for (const [dir, name] of [[base, newest], [elsewhere, archived]] as const) {
+    t.same(readdirSync(join(dir, name)).sort(), ['manifest.json', 'manifest.json.sha256', 'postgres.dump.zst'].sort(), `${name}: manifest and sidecar intact`)
+  }
+  const status = await run(join(REPO, 'scripts', 'status.sh'), ['--json', base], env())
+  const listed = JSON.parse(status.stdout).artifacts.find((a: any) => a.name === newest)
+  t.match(listed, { kind: 'complete' }, `the newest complete backup is still complete: ${JSON.stringify(listed)}`)
 })
 
 t.test('the newest complete backup is always kept', async (t) => {

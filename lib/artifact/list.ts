@@ -54,9 +54,17 @@ function describeProblem(err: unknown): string {
   return fromSystemError(err)?.message ?? `cannot be read: ${(err as Error)?.message ?? String(err)}`
 }
 
-/** Directories only, following symlinks; null for anything else, or for a name that vanished meanwhile. */
+/**
+ * Directories only; null for anything else, or for a name that vanished
+ * meanwhile. A symbolic link named like an artifact is damaged, never
+ * complete: prune would otherwise delete the manifest of whatever it
+ * points at (the newest backup, or one archived elsewhere).
+ */
 async function directoryMtime(path: string): Promise<Date | null | Error> {
   try {
+    if ((await lstat(path)).isSymbolicLink()) {
+      return inputError('is a symbolic link, not an artifact directory', 'replace the link with the artifact directory itself, or remove the link')
+    }
     const st = await stat(path)
     return st.isDirectory() ? st.mtime : null
   } catch (err) {

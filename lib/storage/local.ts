@@ -1,5 +1,5 @@
 import { createWriteStream } from 'node:fs'
-import { mkdir, rm, unlink } from 'node:fs/promises'
+import { lstat, mkdir, rm, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
@@ -42,6 +42,10 @@ export class LocalStore implements Store {
   }
 
   async remove(entry: ArtifactEntry): Promise<void> {
+    // Never through a link (one put there since the listing): its target is not this artifact.
+    if ((await lstat(entry.path).catch(() => null))?.isSymbolicLink()) {
+      throw runtimeError(`${entry.path} is a symbolic link, not an artifact directory; it was not removed`, 'replace the link with the artifact directory itself, or remove the link')
+    }
     if (entry.kind !== 'partial') {
       // Manifest first: from this moment the artifact reads as damaged, never as complete.
       await unlink(join(entry.path, MANIFEST_FILE)).catch(ignoreMissing)
