@@ -262,6 +262,8 @@ t.test('parseHistoryLine', async (t) => {
   t.same(parseHistoryLine(JSON.stringify(good)), good, 'valid line')
   t.same(parseHistoryLine(`  ${JSON.stringify(good)}\r`), good, 'CRLF and padding')
   t.same(parseHistoryLine(line({ rtoMs: null, rpoWorstMs: null, ok: false })), { ...good, rtoMs: null, rpoWorstMs: null, ok: false }, 'nulls')
+  const noArtifact = { ...good, artifact: '', rtoMs: null, rpoWorstMs: null, ok: false }
+  t.same(parseHistoryLine(JSON.stringify(noArtifact)), noArtifact, 'a drill that failed before finding an artifact (as drill.sh writes it)')
   t.same(parseHistoryLine(line({ at: '2024-03-15T10:00:00.123+02:00' }))?.at, '2024-03-15T10:00:00.123+02:00', 'offset and fraction')
   const extra = parseHistoryLine(JSON.stringify(good).replace(/}$/, ',"extra":"x","__proto__":{"polluted":true}}'))
   t.same(extra, good, 'only known fields are kept')
@@ -284,7 +286,7 @@ t.test('parseHistoryLine', async (t) => {
     ['at date only', line({ at: '2024-03-15' })],
     ['at impossible', line({ at: '2024-13-45T10:00:00Z' })],
     ['artifact missing', JSON.stringify({ ...good, artifact: undefined })],
-    ['artifact empty', line({ artifact: '' })],
+    ['artifact empty in a passed drill', line({ artifact: '' })],
     ['artifact not a string', line({ artifact: 7 })],
     ['rtoMs a string', line({ rtoMs: '120000' })],
     ['rtoMs negative', line({ rtoMs: -1 })],

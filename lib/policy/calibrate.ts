@@ -45,9 +45,11 @@ export function parseHistoryLine(line: string): DrillRecord | undefined {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined
   const r = value as Record<string, unknown>
   if (typeof r.at !== 'string' || !ISO_RE.test(r.at) || Number.isNaN(Date.parse(r.at))) return undefined
-  if (typeof r.artifact !== 'string' || r.artifact === '') return undefined
+  if (typeof r.artifact !== 'string') return undefined
   if (!isDuration(r.rtoMs) || !isDuration(r.rpoWorstMs)) return undefined
   if (typeof r.ok !== 'boolean') return undefined
+  // A drill that failed before it found an artifact (none there, a bad BACKUP_BASE) records none: still a failed drill.
+  if (r.artifact === '' && r.ok) return undefined
   // Copy the known fields only, so nothing unexpected rides along into reports.
   return { at: r.at, artifact: r.artifact, rtoMs: r.rtoMs, rpoWorstMs: r.rpoWorstMs, ok: r.ok }
 }
