@@ -3,7 +3,8 @@ import { createHash } from 'node:crypto'
 import { cpSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
-import { parseArtifactStamp } from '../lib/artifact/list.ts'
+import { parseArtifactStamp, type ArtifactEntry } from '../lib/artifact/list.ts'
+import { freshness } from '../lib/commands/status.ts'
 import { manifestSumLine } from '../lib/artifact/manifest.ts'
 import { artifactName, MANIFEST_FILE, MANIFEST_SUM_FILE } from '../lib/artifact/naming.ts'
 import { BACKUP, cleanEnv, completeArtifacts, DUMP_ENABLED, pgEnv, REPO, run, scratchDatabase, tempDir, type RunResult } from './helpers.ts'
@@ -225,4 +226,31 @@ t.test('a fresh artifact without a database dump does not count as a backup for 
   const s = await run(STATUS, ['--max-age', '1h', '--json'], env({ BACKUP_BASE: base }))
   t.equal(s.code, 6, s.stderr)
   t.match(oneJson(t, s), { ok: false, exitCode: 6, error: /no complete backup in .* \(one without a database dump does not count\)/ })
+})
+
+t.test('a backup stamped in the future does not count as the newest: --max-age still judges the rest', async (t) => {
+  const now = new Date('2026-11-27T12:00:00Z')
+  const entry = (createdAt: Date): ArtifactEntry => ({
+    name: artifactName(createdAt),
+    path: '/x',
+    kind: 'complete',
+    createdAt,
+    completedAt: createdAt,
+    bytes: 1,
+    database: 'conductor',
+    problem: null,
+    modifiedAt: createdAt,
+  })
+  const old = entry(new Date(now.getTime() - 330 * 86_400_000))
+  const ahead = entry(new Date(now.getTime() + 365 * 86_400_000))
+  const skewed = entry(new Date(now.getTime() + 5 * 60_000))
+  const f = freshness([ahead, old], now, 26 * 3_600_000)
+  t.same(f.future, [ahead.name], 'reported')
+  t.equal(f.newest, old.name, 'judged by the newest one not in the future')
+  t.equal(f.stale, true, 'and 330 days is stale')
+  const g = freshness([skewed, old], now, 26 * 3_600_000)
+  t.same(g.future, [], 'minutes of clock skew between hosts are tolerated')
+  t.equal(g.newest, skewed.name)
+  t.equal(g.newestAgeMs, 0)
+  t.equal(g.stale, false)
 })

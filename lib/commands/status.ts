@@ -58,7 +58,12 @@ export interface Freshness {
   newest: string | null
   newestAgeMs: number | null
   stale: boolean
+  /** Complete backups stamped further ahead than FUTURE_TOLERANCE_MS: not counted (see freshness). */
+  future: string[]
 }
+
+/** Clock skew between hosts; a stamp further ahead is a clock that ran ahead, not a fresh backup. */
+export const FUTURE_TOLERANCE_MS = 15 * 60_000
 
 /**
  * Pure: is the newest complete backup young enough? Reuses the drill's RPO
@@ -67,13 +72,16 @@ export interface Freshness {
  * backup at all misses any objective.
  */
 export function freshness(entries: readonly ArtifactEntry[], now: Date, maxAgeMs: number | undefined): Freshness {
-  const points = entries
+  const all = entries
     // A complete artifact without a database dump restores nothing: it is not a backup for the objective.
     .filter((e) => e.kind === 'complete' && e.database !== null && e.createdAt !== null)
     .map((e) => ({ name: e.name, createdAt: e.createdAt! }))
-  const measure = rpoFromBackups(points, now, 0)
+  // One backup made while the clock ran a year ahead would otherwise read as "0 s old" until that
+  // date and silence --max-age while backups stop; it is reported, and the rest are judged.
+  const ahead = (p: { createdAt: Date }) => p.createdAt.getTime() - now.getTime() > FUTURE_TOLERANCE_MS
+  const measure = rpoFromBackups(all.filter((p) => !ahead(p)), now, 0)
   const verdict = judge({ rpoMs: measure.newestAgeMs }, { rpoMs: maxAgeMs })
-  return { newest: measure.newest, newestAgeMs: measure.newestAgeMs, stale: verdict.rpo === 'missed' }
+  return { newest: measure.newest, newestAgeMs: measure.newestAgeMs, stale: verdict.rpo === 'missed', future: all.filter(ahead).map((p) => p.name) }
 }
 
 const since = (d: Date | null, now: Date) => (d === null ? null : now.getTime() - d.getTime())
@@ -123,13 +131,16 @@ export async function runStatus(opts: StatusOptions, reporter: Reporter): Promis
   const entries = await store.list()
   // A bucket also collects multipart uploads that no backup will finish (a killed run): they cost money, list them.
   const staleUploads = store.kind === 's3' ? (await (store as S3Store).staleUploads(opts.uploadAgeMs)).map((u) => ({ key: u.key, initiated: u.initiated?.toISOString() ?? null })) : []
-  const { newest, newestAgeMs, stale } = freshness(entries, opts.now, opts.maxAgeMs)
+  const { newest, newestAgeMs, stale, future } = freshness(entries, opts.now, opts.maxAgeMs)
   const all = entries.map((e) => toStatusEntry(e, opts.now))
 
   reporter.heading(`Backups in ${base}`)
   if (all.length === 0) reporter.line('no artifacts')
   else for (const row of formatTable(all)) reporter.line(row)
 
+  for (const name of future) {
+    reporter.warn(`artifact ${quoteValue(name)} is stamped in the future (the clock was ahead when it was made); it is not counted as the newest backup: check the host's clock`)
+  }
   for (const e of all) {
     if (e.kind === 'damaged') {
       reporter.warn(`damaged artifact ${quoteValue(e.name)} cannot be restored: ${e.problem}`)
