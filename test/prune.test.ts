@@ -1,5 +1,5 @@
 // prune.sh end to end on real directories, plus runPrune against a store whose deletions fail.
-import { spawn } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { existsSync, mkdirSync, readdirSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
@@ -10,7 +10,7 @@ import { parseArgs } from '../lib/cli/args.ts'
 import { runPrune } from '../lib/commands/prune.ts'
 import { LocalStore } from '../lib/storage/local.ts'
 import type { Store } from '../lib/storage/store.ts'
-import { cleanEnv, collect, quiet, REPO, run, syntheticArtifact, tempDir, type RunResult } from './helpers.ts'
+import { BACKUP, cleanEnv, collect, quiet, REPO, run, syntheticArtifact, tempDir, type RunResult } from './helpers.ts'
 
 const PRUNE = join(REPO, 'scripts', 'prune.sh')
 const HOUR = 3_600_000
@@ -414,4 +414,29 @@ t.test('a partial whose dump file is still being written is not abandoned, howev
   const r = await run(PRUNE, ['--keep-last', '1', '--json', base], env())
   t.equal(r.code, 0, r.stderr)
   t.ok(existsSync(join(base, streaming)), 'the running backup is kept')
+})
+
+t.test('backup --keep-*: a prune that fails after the backup names the complete new backup', async (t) => {
+  const base = tempDir(t, 'cdr-prune-fails-')
+  // Without a dump, like the new one: no rule keeps it for its database.
+  const old = writeArtifact(base, new Date(Date.now() - 2 * DAY))
+  const stuck = join(base, old, 'immutable')
+  writeFileSync(stuck, 'x')
+  // An immutable file (root cannot delete it either) makes the old artifact's removal fail.
+  const chattr = spawnSync('chattr', ['+i', stuck])
+  if (chattr.status !== 0) {
+    t.comment(`skipped: chattr +i is not available here: ${chattr.stderr}`)
+    return
+  }
+  t.teardown(() => void spawnSync('chattr', ['-i', stuck]))
+  const tree = tempDir(t, 'cdr-prune-fails-tree-')
+  writeFileSync(join(tree, 'a.txt'), 'hello\n')
+  const r = await run(BACKUP, ['--output', base, '--path', tree, '--keep-last', '1', '--json'], env())
+  t.not(r.code, 0, 'the prune failed, so the run did')
+  const doc = oneJson(t, r)
+  t.match(doc.error, /^backup (conductor-backup-\d{8}T\d{6}Z) is complete \(.*\), but pruning afterwards failed: cannot remove /)
+  t.match(doc.artifact, /^conductor-backup-\d{8}T\d{6}Z$/)
+  t.ok(readdirSync(join(base, doc.artifact)).includes('manifest.json'), 'the new backup is there')
+  const status = await run(join(REPO, 'scripts', 'status.sh'), ['--json', base], env())
+  t.match(JSON.parse(status.stdout).artifacts.find((a: any) => a.name === doc.artifact), { kind: 'complete' }, 'and complete')
 })

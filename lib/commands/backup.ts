@@ -14,7 +14,7 @@ import {
   type PostgresSkipped,
 } from '../artifact/manifest.ts'
 import { artifactName, isPartialName } from '../artifact/naming.ts'
-import { runtimeError, usageError } from '../cli/errors.ts'
+import { DrError, runtimeError, usageError } from '../cli/errors.ts'
 import type { Reporter } from '../cli/report.ts'
 import { critical, onInterrupt } from '../cli/signals.ts'
 import type { EncryptionPolicy, Recipients } from '../crypto/age.ts'
@@ -269,7 +269,18 @@ export async function runBackup(opts: BackupOptions, reporter: Reporter): Promis
       copied.push(await copyArtifact(writer.location, name, text, sum, files, await openStore(c, opts.env, UPLOAD), reporter))
     }
     // After the new backup is complete, never before: it is the newest, so prune always keeps it.
-    const pruned = opts.prune ? await runPrune({ store, ...opts.prune, dryRun: false, now: new Date() }, reporter) : null
+    // A prune that fails still fails the run (old backups pile up until someone acts), but its
+    // line says the new backup is complete, and --json names it, so cron does not report a lost backup.
+    const pruned = opts.prune
+      ? await runPrune({ store, ...opts.prune, dryRun: false, now: new Date() }, reporter).catch((err: unknown) => {
+          if (!(err instanceof DrError)) throw err
+          throw new DrError(err.kind, `backup ${name} is complete (${writer.location}), but pruning afterwards failed: ${err.message}`, err.fix, {
+            ...err.details,
+            artifact: name,
+            path: writer.location,
+          })
+        })
+      : null
     return {
       dryRun: false,
       artifact: name,
