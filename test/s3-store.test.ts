@@ -375,6 +375,13 @@ if (fx) {
     )
     await client.send(new PutObjectCommand({ Bucket: bucket, Key: 'kinds/not-an-artifact/x', Body: 'x' }))
     await client.send(new PutObjectCommand({ Bucket: bucket, Key: 'kinds/stray-file', Body: 'x' }))
+    // A whole backup series under a prefix named like an artifact: damaged, never a partial that prune would empty.
+    const SERIES = 'conductor-backup-20240301T000000Z'
+    await client.send(new PutObjectCommand({ Bucket: bucket, Key: `kinds/${SERIES}/${NAME}/manifest.json`, Body: '{}' }))
+    // A completed artifact whose manifest was lost (a half-done delete): its sidecar remains.
+    const HALF = 'conductor-backup-20240302T000000Z'
+    await client.send(new PutObjectCommand({ Bucket: bucket, Key: `kinds/${HALF}/manifest.json.sha256`, Body: `${sha256('x')}  manifest.json\n` }))
+    await client.send(new PutObjectCommand({ Bucket: bucket, Key: `kinds/${HALF}/postgres.dump.zst`, Body: 'dump' }))
 
     const entries = await store.list()
     t.same(
@@ -383,9 +390,13 @@ if (fx) {
         [NAME, 'damaged'],
         [OLDER, 'partial'],
         [STREAMING, 'partial'],
+        [HALF, 'damaged'],
+        [SERIES, 'damaged'],
       ],
       'newest first; other names ignored',
     )
+    t.match(entries[3]!.problem, /^manifest\.json is missing \(manifest\.json\.sha256 is there\)$/)
+    t.match(entries[4]!.problem, /holds nested objects .*: not an artifact but a prefix named like one/)
     t.match(entries[0]!.problem, /does not match its checksum/)
     const partial = entries[1]!
     t.equal(partial.createdAt?.toISOString(), '2024-03-14T12:00:00.000Z', "a partial's time is its name's")

@@ -190,7 +190,17 @@ export class S3Store implements Store {
       problem: null,
       modifiedAt: newest,
     }
-    if (!objects.some((o) => o.key === key + MANIFEST_FILE)) {
+    // Artifacts hold flat file names. Deeper keys mean this is no artifact but a prefix named like
+    // one (a whole backup series under s3://b/conductor-backup-…): damaged, so prune never removes it.
+    const nested = objects.find((o) => o.key.slice(key.length).includes('/'))
+    if (nested) return { ...blank, kind: 'damaged', problem: `holds nested objects (${quoteValue(nested.key)}): not an artifact but a prefix named like one` }
+    const hasManifest = objects.some((o) => o.key === key + MANIFEST_FILE)
+    // The sidecar is written just before the manifest and deleted just after it: with the sidecar
+    // and no manifest this is a completed artifact half deleted (or its manifest lost), not a partial.
+    if (!hasManifest && objects.some((o) => o.key === key + MANIFEST_SUM_FILE)) {
+      return { ...blank, kind: 'damaged', problem: `${MANIFEST_FILE} is missing (${MANIFEST_SUM_FILE} is there)` }
+    }
+    if (!hasManifest) {
       // When the run last wrote: a dump streaming into one upload for hours
       // shows only in its parts' times, and must not look abandoned.
       const partTimes = await Promise.all(uploads.map((u) => this.lastPartTime(u)))
@@ -351,7 +361,7 @@ export class S3Store implements Store {
 
   async remove(entry: ArtifactEntry): Promise<void> {
     const key = this.artifactKey(entry.name)
-    // Manifest first: from this moment the artifact reads as partial, never as complete.
+    // Manifest first: from this moment the artifact reads as damaged (then partial), never as complete.
     await this.deleteKey(key + MANIFEST_FILE)
     await this.deleteKey(key + MANIFEST_SUM_FILE)
     await this.deleteKeys((await this.listObjects(key)).map((o) => o.key))
