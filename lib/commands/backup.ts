@@ -112,9 +112,9 @@ async function warnAboutLeftovers(output: string, reporter: Reporter): Promise<v
   }
 }
 
-/** How many following seconds a backup tries when its name is taken by a run in the same second. */
 /** Bucket stores this command writes to: upload-only settings (S3_PART_SIZE, S3_CONTENT_MD5) are read and checked. */
 const UPLOAD = { upload: true } as const
+/** How many following seconds a backup tries when its name is taken by a run in the same second. */
 const NAME_ATTEMPTS = 3
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))

@@ -1,6 +1,6 @@
 import { usageError } from '../cli/errors.ts'
 import { quoteValue } from '../cli/escape.ts'
-import { parseSwitch } from '../cli/switches.ts'
+import { envFlag } from '../cli/switches.ts'
 
 /**
  * Multipart part sizes. S3 allows at most 10,000 parts of 5 MiB to 5 GiB,
@@ -48,11 +48,9 @@ export interface UploadSettings {
 }
 
 export function uploadSettings(env: NodeJS.ProcessEnv): UploadSettings {
-  const value = (name: string) => (env[name]?.trim() ? env[name]!.trim() : undefined)
-  const partSizeRaw = value('S3_PART_SIZE')
-  const md5Raw = value('S3_CONTENT_MD5')
+  const partSizeRaw = env.S3_PART_SIZE
   return {
-    ...(partSizeRaw !== undefined ? { partSize: parsePartSize(partSizeRaw) } : {}),
-    md5Parts: md5Raw !== undefined && parseSwitch(md5Raw, 'S3_CONTENT_MD5'),
+    ...(partSizeRaw?.trim() ? { partSize: parsePartSize(partSizeRaw) } : {}),
+    md5Parts: envFlag(env, 'S3_CONTENT_MD5'),
   }
 }

@@ -194,13 +194,12 @@ export class S3Store implements Store {
     // one (a whole backup series under s3://b/conductor-backup-…): damaged, so prune never removes it.
     const nested = objects.find((o) => o.key.slice(key.length).includes('/'))
     if (nested) return { ...blank, kind: 'damaged', problem: `holds nested objects (${quoteValue(nested.key)}): not an artifact but a prefix named like one` }
-    const hasManifest = objects.some((o) => o.key === key + MANIFEST_FILE)
-    // The sidecar is written just before the manifest and deleted just after it: with the sidecar
-    // and no manifest this is a completed artifact half deleted (or its manifest lost), not a partial.
-    if (!hasManifest && objects.some((o) => o.key === key + MANIFEST_SUM_FILE)) {
-      return { ...blank, kind: 'damaged', problem: `${MANIFEST_FILE} is missing (${MANIFEST_SUM_FILE} is there)` }
-    }
-    if (!hasManifest) {
+    if (!objects.some((o) => o.key === key + MANIFEST_FILE)) {
+      // The sidecar is written just before the manifest and deleted just after it: with the sidecar
+      // and no manifest this is a completed artifact half deleted (or its manifest lost), not a partial.
+      if (objects.some((o) => o.key === key + MANIFEST_SUM_FILE)) {
+        return { ...blank, kind: 'damaged', problem: `${MANIFEST_FILE} is missing (${MANIFEST_SUM_FILE} is there)` }
+      }
       // When the run last wrote: a dump streaming into one upload for hours
       // shows only in its parts' times, and must not look abandoned.
       const partTimes = await Promise.all(uploads.map((u) => this.lastPartTime(u)))
