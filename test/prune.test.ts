@@ -195,12 +195,15 @@ t.test('a symbolic link named like an artifact is damaged: prune never deletes t
   const toNewest = artifactName(new Date(now - 20 * DAY))
   symlinkSync(newest, join(base, toNewest))
   symlinkSync(join(elsewhere, archived), join(base, archived))
-  const r = await run(PRUNE, ['--keep-last', '1', '--json', base], env())
+  // Named like a run's work in progress, idle for ever: still a link, never emptied.
+  const linkedPartial = partialName(artifactName(new Date(now - 40 * DAY)))
+  symlinkSync(elsewhere, join(base, linkedPartial))
+  const r = await run(PRUNE, ['--keep-last', '1', '--partial-age', '1s', '--json', base], env())
   t.equal(r.code, 0, r.stderr)
   const doc = oneJson(t, r)
   t.same(doc.removed, [older], 'only the real, older artifact')
   const byName = Object.fromEntries(doc.artifacts.map((a: any) => [a.name, a]))
-  for (const link of [toNewest, archived]) t.match(byName[link], { kind: 'damaged', action: 'keep', removed: false, problem: /is a symbolic link, not an artifact directory/ })
+  for (const link of [toNewest, archived, linkedPartial]) t.match(byName[link], { kind: 'damaged', action: 'keep', removed: false, problem: /is a symbolic link, not an artifact directory/ })
   for (const [dir, name] of [[base, newest], [elsewhere, archived]] as const) {
     t.same(readdirSync(join(dir, name)).sort(), ['manifest.json', 'manifest.json.sha256', 'postgres.dump.zst'].sort(), `${name}: manifest and sidecar intact`)
   }

@@ -102,7 +102,8 @@ async function readEntry(base: string, name: string): Promise<ArtifactEntry | nu
   const mtime = await directoryMtime(path)
   if (mtime === null) return null
   if (mtime instanceof Error) {
-    return partial ? { ...blank, kind: 'partial' } : { ...blank, kind: 'damaged', problem: describeProblem(mtime) }
+    // An unreadable partial is still a partial; a link named like one is no run's work (DrError: see directoryMtime).
+    return partial && !(mtime instanceof DrError) ? { ...blank, kind: 'partial' } : { ...blank, kind: 'damaged', problem: describeProblem(mtime) }
   }
   if (partial) return { ...blank, kind: 'partial', modifiedAt: await newestWrite(path, mtime) }
   try {
