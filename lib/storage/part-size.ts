@@ -4,9 +4,9 @@ import { envFlag } from '../cli/switches.ts'
 
 /**
  * Multipart part sizes. S3 allows at most 10,000 parts of 5 MiB to 5 GiB,
- * and lib-storage keeps the part size fixed for the whole upload, so the
- * part size caps the object: 8 MiB parts hold at most 78 GiB. Memory is
- * about (parts in flight + 2) × part size, so the size is only raised
+ * and an upload keeps its part size fixed (lib/storage/multipart.ts), so
+ * the part size caps the object: 8 MiB parts hold at most 78 GiB. Memory is
+ * about (parts in flight + 1) × part size, so the size is only raised
  * where an object needs it.
  */
 const MiB = 1024 * 1024

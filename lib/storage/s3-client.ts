@@ -24,8 +24,8 @@ import { uploadSettings } from './part-size.ts'
  * Checksums: the SDK's default (CRC32 trailers in aws-chunked encoding) is
  * refused by RGW and others (411 MissingContentLength), so request and
  * response checksums are only sent where an operation requires them.
- * Every body here is in memory (lib-storage hands each part over as a
- * Buffer), so SigV4 signs its SHA-256 (x-amz-content-sha256) and the server
+ * Every body here is in memory (lib/storage/multipart.ts hands each part
+ * over as a Buffer), so SigV4 signs its SHA-256 (x-amz-content-sha256) and the server
  * refuses bytes damaged on the way (400 XAmzContentSHA256Mismatch, on AWS
  * and RGW alike). Content-MD5 is added to single PUTs and DeleteObjects (whose
  * API requires it); on parts it would hash every byte a second time, ~20% of

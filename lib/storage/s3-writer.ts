@@ -1,15 +1,15 @@
-import { Transform, type Readable } from 'node:stream'
+import type { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { PutObjectCommand } from '@aws-sdk/client-s3'
-import { Upload } from '@aws-sdk/lib-storage'
 import { isSafeRelativePath } from '../artifact/manifest.ts'
 import { MANIFEST_FILE, MANIFEST_SUM_FILE } from '../artifact/naming.ts'
-import { runtimeError, type DrError } from '../cli/errors.ts'
+import { runtimeError } from '../cli/errors.ts'
 import { quoteValue } from '../cli/escape.ts'
 import { onInterrupt } from '../cli/signals.ts'
 import type { S3Store } from './s3.ts'
 import { formatBytes } from '../cli/report.ts'
 import { MAX_PARTS, partSizeFor } from './part-size.ts'
+import { MultipartUpload, PartBuffers } from './multipart.ts'
 import { s3NameOf, s3StatusOf } from './s3-client.ts'
 import type { ArtifactWriter } from './store.ts'
 
@@ -23,7 +23,7 @@ export const CLAIM_FILE = '.claim'
  */
 /** One upload in flight: its pipe, and a promise that settles once both the pipe and the upload have. */
 interface Active {
-  pass: Transform
+  upload: MultipartUpload
   settled: Promise<unknown>
   cancelled: boolean
 }
@@ -35,6 +35,8 @@ export class S3Writer implements ArtifactWriter {
   private discarded = false
   /** Publishing found the name taken: the objects under it may be another run's now, so discard leaves them. */
   private conflicted = false
+  /** Part buffers, kept from file to file while the part size stays the same. */
+  private buffers: PartBuffers | null = null
 
   constructor(
     private readonly store: S3Store,
@@ -55,68 +57,30 @@ export class S3Writer implements ArtifactWriter {
     if (this.discarded || this.published) throw new Error(`artifact ${this.name} is already ${this.published ? 'published' : 'discarded'}`)
     const key = this.key + file
     const url = `s3://${this.store.bucket}/${key}`
-    // lib-storage sizes a stream it recognises (an fs.ReadStream) by its
-    // whole file, whatever `end` says; behind a Transform it just streams.
-    // It only notices the part limit one part too late (it sends part
-    // 10,001, which AWS refuses and RGW stores until the completion fails),
-    // so the bytes are counted here and the stream stops at the limit.
     const partSize = partSizeFor(this.partSize, expectedBytes)
-    const limit = partSize * this.maxParts
-    let tooLarge: DrError | undefined
-    let sent = 0
-    const pass = new Transform({
-      transform: (chunk: Buffer, _encoding, done) => {
-        sent += chunk.length
-        if (sent <= limit) return done(null, chunk)
-        tooLarge ??= runtimeError(
-          `${quoteValue(url)} grew past ${formatBytes(limit)}, the most S3's ${this.maxParts.toLocaleString('en')} parts of ${formatBytes(partSize)} can hold`,
-          'set S3_PART_SIZE to a larger part size (e.g. 64MiB; memory grows to about 5 times it) and run again',
-        )
-        done(tooLarge)
-      },
-    })
-    const upload = new Upload({
+    if (this.buffers?.size !== partSize) this.buffers = new PartBuffers(partSize)
+    const upload = new MultipartUpload({
       client: this.store.client,
-      params: { Bucket: this.store.bucket, Key: key, Body: pass, ContentType: 'application/octet-stream' },
-      partSize,
+      bucket: this.store.bucket,
+      key,
+      contentType: 'application/octet-stream',
+      buffers: this.buffers,
       queueSize: this.queueSize,
-      leavePartsOnError: false,
+      maxParts: this.maxParts,
+      tooLarge: () =>
+        runtimeError(
+          `${quoteValue(url)} grew past ${formatBytes(partSize * this.maxParts)}, the most S3's ${this.maxParts.toLocaleString('en')} parts of ${formatBytes(partSize)} can hold`,
+          'set S3_PART_SIZE to a larger part size (e.g. 64MiB; memory grows to about 4 times it) and run again',
+        ),
     })
     this.written.add(key)
-
-    // Which failure came first decides what the caller is told: the source's
-    // own error (pg_dump died), else the upload's (mapped to one line), else
-    // the pipe's. Each side's failure makes the other fail too; those echoes
-    // are not recorded.
-    let sourceErr: unknown
-    let uploadErr: unknown
-    let pipeErr: unknown
-    let failed = false
-    // An aborted or prematurely closed pipe is the echo of lib-storage giving up: its own error explains it.
-    const echo = (err: NodeJS.ErrnoException) => err?.name === 'AbortError' || err?.code === 'ERR_STREAM_PREMATURE_CLOSE'
-    source.once('error', (err) => {
-      if (pass.destroyed && echo(err)) return
-      if (!failed) sourceErr = err
-      failed = true
+    // pipeline settles with the first failure: the source's own (pg_dump
+    // died), the upload's, or the cancel; the other side is stopped.
+    let failure: unknown
+    const piping = pipeline(source, upload).catch((err) => {
+      failure = err
     })
-    const piping = pipeline(source, pass).catch((err: NodeJS.ErrnoException) => {
-      if (echo(err)) {
-        pipeErr ??= err
-        return
-      }
-      if (!failed) pipeErr = err
-      failed = true
-    })
-    const uploading = upload.done().then(
-      () => undefined,
-      (err) => {
-        if (!failed) uploadErr = err
-        failed = true
-        // Nobody reads the pipe any more: end it, which stops the source (pg_dump, zstd) too.
-        pass.destroy()
-      },
-    )
-    const active: Active = { pass, settled: Promise.all([piping, uploading]), cancelled: false }
+    const active: Active = { upload, settled: Promise.all([piping, upload.settled]), cancelled: false }
     this.active.add(active)
     const release = onInterrupt(() => this.cancel(active))
     try {
@@ -125,20 +89,18 @@ export class S3Writer implements ArtifactWriter {
       release()
       this.active.delete(active)
     }
-    if (!failed && !active.cancelled && pipeErr === undefined) return
-    // lib-storage aborts a failed multipart upload itself; this is the backstop for an abort that failed too.
+    if (failure === undefined && !active.cancelled) return
+    // The upload aborts itself; this is the backstop for an abort that failed too.
     await this.abortUploadsOf(key).catch(() => undefined)
     if (active.cancelled) throw runtimeError(`upload of ${quoteValue(url)} was cancelled`, 'run the backup again')
-    if (tooLarge !== undefined) throw tooLarge
-    if (sourceErr !== undefined) throw sourceErr
-    if (uploadErr !== undefined) throw this.store.fail(uploadErr, url)
-    throw pipeErr
+    if (failure === upload.requestError) throw this.store.fail(failure, url)
+    throw failure
   }
 
-  /** Stops one upload: ends its pipe (and so its source), then waits for lib-storage to abort the multipart upload. */
+  /** Stops one upload: destroys it (pipeline stops its source), then waits for the multipart upload to be aborted. */
   private async cancel(active: Active): Promise<void> {
     active.cancelled = true
-    active.pass.destroy(new Error('upload cancelled'))
+    active.upload.destroy(new Error('upload cancelled'))
     await active.settled
   }
 

@@ -36,9 +36,9 @@ export { CLAIM_FILE }
  * the manifest, written last with If-None-Match: *, is the completion
  * marker: objects under a name without a manifest are a partial artifact.
  *
- * Data files are streamed with lib-storage's multipart Upload: parts of
- * PART_SIZE, at most QUEUE_SIZE in flight, so memory stays near
- * (QUEUE_SIZE + 1) × PART_SIZE whatever the file's size. A failed or
+ * Data files are streamed as multipart uploads (lib/storage/multipart.ts):
+ * parts of PART_SIZE, at most QUEUE_SIZE in flight, in QUEUE_SIZE + 1
+ * reused buffers, so memory stays flat whatever the file's size. A failed or
  * interrupted upload is aborted, so it leaves no invisible, billed parts.
  */
 export const PART_SIZE = 8 * 1024 * 1024
