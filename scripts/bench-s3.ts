@@ -30,13 +30,19 @@ in a fresh bucket: builds, untimed, a tree holding one file of N MiB (default
 times, median of --runs (default 1), with GNU time:
   upload    backup.sh --output s3://BUCKET/pN --path TREE  (tar | zstd | SHA-256 |
             multipart upload, end to end)
-                 vs  node + @aws-sdk/lib-storage Upload of the artifact's
-                     files.tar.zst (same client settings as lib/storage/s3-client.ts,
+                 vs  tar -cf - TREE | zstd -T0 -3 | node + @aws-sdk/lib-storage
+                     Upload of its stdin: the plain tools making and sending the
+                     same bytes (same client settings as lib/storage/s3-client.ts,
                      PART_SIZE and QUEUE_SIZE of lib/storage/s3.ts: ${PART_SIZE / 1024 / 1024} MiB, ${QUEUE_SIZE})
+  transfer  the same backup.sh run  vs  the same Upload of the finished
+            files.tar.zst alone (no tar, no zstd): shown, no target; on 2
+            cores it also counts the CPU that tar, zstd and the hashes take
+            from the server
   download  BACKUP_BASE=s3://BUCKET/pN restore.sh --dry-run NAME  (download into
             RESTORE_STAGING_DIR, fsync, verify every SHA-256)
                  vs  node + GetObject of the same objects, streamed to local files
-Ratios are throughput, anchor seconds / ours: the target is >= 0.9 for both;
+Ratios are throughput, anchor seconds / ours: the target is >= 0.9 for upload
+and download;
 peak RSS (the largest process of ours, as GNU time reports it) has the target
 < 150 MB. The bucket, the tree and every work file are removed at the end, also
 on failure or interrupt; the server is left running (test/s3/server.sh stop).
@@ -67,7 +73,7 @@ const stepLimitSeconds = (megabytes: number) => Math.max(300, megabytes)
  * it (path style for an endpoint, checksums only when required, the same
  * timeouts), without our Content-MD5 middleware, our hashing or our fsyncs.
  */
-const ANCHOR = `// bench-s3 anchor: node anchor.mjs put BUCKET KEY FILE PART_SIZE QUEUE_SIZE | get BUCKET PREFIX DIR
+const ANCHOR = `// bench-s3 anchor: node anchor.mjs put BUCKET KEY FILE|- PART_SIZE QUEUE_SIZE | get BUCKET PREFIX DIR
 import { createReadStream, createWriteStream } from 'node:fs'
 import { mkdir } from 'node:fs/promises'
 import { createRequire } from 'node:module'
@@ -88,7 +94,8 @@ const [mode, Bucket, key, local, partSize, queueSize] = process.argv.slice(2)
 if (mode === 'put') {
   const upload = new Upload({
     client,
-    params: { Bucket, Key: key, Body: createReadStream(local), ContentType: 'application/octet-stream' },
+    // '-': stdin, the end of a tar | zstd pipe.
+    params: { Bucket, Key: key, Body: local === '-' ? process.stdin : createReadStream(local), ContentType: 'application/octet-stream' },
     partSize: Number(partSize),
     queueSize: Number(queueSize),
     leavePartsOnError: false,
@@ -342,8 +349,21 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, reporter 
       const prefix = `p${i}`
       reporter.line(`run ${i + 1}/${runs}: uploads`)
       await time('upload:anchor', ['node', anchor, 'put', bucket, `anchor${i}/files.tar.zst`, archive, String(PART_SIZE), String(QUEUE_SIZE)])
-      // The anchor's copy is not needed again: the RGW keeps everything in RAM.
+      // The anchors' copies are not needed again: the RGW keeps everything in RAM.
       await store.deleteKeys([`anchor${i}/files.tar.zst`])
+      await time('upload:pipeline', [
+        'bash',
+        '-c',
+        'set -o pipefail; tar -cf - -C "$1" tree | zstd -T0 -3 -q | node "$2" put "$3" "$4" - "$5" "$6"',
+        'upload-pipeline',
+        work,
+        anchor,
+        bucket,
+        `pipe${i}/files.tar.zst`,
+        String(PART_SIZE),
+        String(QUEUE_SIZE),
+      ])
+      await store.deleteKeys([`pipe${i}/files.tar.zst`])
       const up = await time('upload:ours', [join(here, 'backup.sh'), '--output', `s3://${bucket}/${prefix}`, '--path', tree, '--json'])
       const name = String(JSON.parse(up.stdout).artifact)
       const objects = await store.listObjects(`${prefix}/${name}/`)
@@ -361,11 +381,11 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, reporter 
     const sec = (k: string) => median(t[k]!.map((x) => x.seconds))
     const rss = (k: string) => Math.max(...t[k]!.map((x) => x.maxRssKiB)) * 1024
     const rows = [
-      { step: 'upload', ours: 'upload:ours', anchor: 'upload:anchor' },
-      { step: 'download', ours: 'download:ours', anchor: 'download:anchor' },
+      { step: 'upload', ours: 'upload:ours', anchor: 'upload:pipeline', target: THROUGHPUT_TARGET as number | null },
+      { step: 'download', ours: 'download:ours', anchor: 'download:anchor', target: THROUGHPUT_TARGET },
+      { step: 'transfer', ours: 'upload:ours', anchor: 'upload:anchor', target: null },
     ].map((r) => ({
       ...r,
-      target: THROUGHPUT_TARGET,
       oursS: sec(r.ours),
       anchorS: sec(r.anchor),
       throughput: sec(r.anchor) / sec(r.ours),
@@ -378,12 +398,13 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, reporter 
     reporter.line('')
     reporter.line(`${'step'.padEnd(9)} ${'ours s'.padStart(7)} ${'anchor s'.padStart(9)} ${'throughput'.padStart(10)} ${'target'.padStart(7)}  ${'peak RSS (ours)'.padStart(15)}  ${'target'.padStart(7)}`)
     for (const r of rows) {
-      const marks = [r.throughput >= r.target ? '' : '<- below target', r.oursRss < r.rssTarget ? '' : '<- RSS over target'].filter(Boolean).join(', ')
+      const marks = [r.target === null || r.throughput >= r.target ? '' : '<- below target', r.oursRss < r.rssTarget ? '' : '<- RSS over target'].filter(Boolean).join(', ')
       reporter.line(
-        `${r.step.padEnd(9)} ${r.oursS.toFixed(2).padStart(7)} ${r.anchorS.toFixed(2).padStart(9)} ${r.throughput.toFixed(2).padStart(10)} ${`>=${r.target}`.padStart(7)}  ${mb(r.oursRss).padStart(15)}  ${`<${mb(r.rssTarget)}`.padStart(7)}${marks ? `  ${marks}` : ''}`,
+        `${r.step.padEnd(9)} ${r.oursS.toFixed(2).padStart(7)} ${r.anchorS.toFixed(2).padStart(9)} ${r.throughput.toFixed(2).padStart(10)} ${(r.target === null ? '-' : `>=${r.target}`).padStart(7)}  ${mb(r.oursRss).padStart(15)}  ${`<${mb(r.rssTarget)}`.padStart(7)}${marks ? `  ${marks}` : ''}`,
       )
     }
-    reporter.line('throughput = anchor seconds / ours: 1 means as fast as the bare SDK transfer of the same bytes')
+    reporter.line('throughput = anchor seconds / ours: 1 means as fast as the anchor, on the same bytes:')
+    reporter.line('  upload: tar | zstd -T0 -3 | SDK Upload of stdin; download: SDK GetObject to files; transfer: SDK Upload of the finished file')
     for (const r of rows) {
       reporter.line(`${r.step}: ours ${r.oursMiBs.toFixed(0)} MiB/s, anchor ${r.anchorMiBs.toFixed(0)} MiB/s (peak RSS ${mb(r.anchorRss)})`)
     }
