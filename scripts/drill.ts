@@ -104,7 +104,7 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, repo
         rpoMs: duration(flags.rpo ?? env.DR_RPO_TARGET, flags.rpo ? '--rpo' : 'DR_RPO_TARGET'),
       },
       checks: checkSpecFromFlags(lists, flags),
-      jobs: parseJobs(flags.jobs ?? env.RESTORE_JOBS),
+      jobs: parseJobs(flags.jobs, env.RESTORE_JOBS),
       stagingDir: env.RESTORE_STAGING_DIR || undefined,
       env,
       now: new Date(),

@@ -91,7 +91,7 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, repo
       checks: flags.check || hasOperatorChecks(checks) ? checks : null,
       inPlace: Boolean(flags['in-place']),
       dropOld: Boolean(flags['drop-old']),
-      jobs: parseJobs(flags.jobs ?? env.RESTORE_JOBS),
+      jobs: parseJobs(flags.jobs, env.RESTORE_JOBS),
       stagingDir: env.RESTORE_STAGING_DIR || undefined,
       now: new Date(),
       env,

@@ -336,6 +336,8 @@ t.test('7. drill.sh, status.sh and the restore options refuse bad input in one l
     { name: 'status --max-age garbage', script: STATUS, args: ['--max-age', 'soon'], env: withBase, code: EXIT.usage, message: /--max-age must be a duration/ },
     { name: 'restore --jobs 0', script: RESTORE, args: ['--jobs', '0', name], env: cleanEnv({ BACKUP_BASE: base, RESTORE_POSTGRES: 'true' }), code: EXIT.usage, message: /--jobs must be a whole number/ },
     { name: 'restore --jobs=lots', script: RESTORE, args: ['--jobs=lots', name], env: cleanEnv({ BACKUP_BASE: base, RESTORE_POSTGRES: 'true' }), code: EXIT.usage, message: /--jobs must be a whole number/ },
+    { name: 'restore RESTORE_JOBS=abc', script: RESTORE, args: [name], env: cleanEnv({ BACKUP_BASE: base, RESTORE_POSTGRES: 'true', RESTORE_JOBS: 'abc' }), code: EXIT.usage, message: /RESTORE_JOBS must be a whole number from 1 to 64, got 'abc'; e\.g\. RESTORE_JOBS=2/ },
+    { name: 'restore RESTORE_JOBS=2x', script: RESTORE, args: [name], env: cleanEnv({ BACKUP_BASE: base, RESTORE_POSTGRES: 'true', RESTORE_JOBS: '2x' }), code: EXIT.usage, message: /RESTORE_JOBS must be a whole number/ },
     { name: 'restore --in-place with --drop-old', script: RESTORE, args: ['--in-place', '--drop-old', name], env: cleanEnv({ BACKUP_BASE: base, RESTORE_POSTGRES: 'true' }), code: EXIT.usage, message: /not to --in-place/ },
     { name: 'restore --in-place with --jobs', script: RESTORE, args: ['--in-place', '--jobs', '2', name], env: cleanEnv({ BACKUP_BASE: base, RESTORE_POSTGRES: 'true' }), code: EXIT.usage, message: /not to --in-place/ },
     { name: 'restore checks without RESTORE_POSTGRES', script: RESTORE, args: ['--check', name], env: withBase, code: EXIT.usage, message: /checks run against a restored database/ },

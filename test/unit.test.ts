@@ -136,6 +136,8 @@ t.test('manifest round-trips and rejects every malformation', async (t) => {
     ['a row count that is negative', (m) => ((m.postgres as { tables?: unknown }).tables = [{ schema: 'public', table: 't', rows: -1 }])],
     ['missing hostname', (m) => delete m.hostname],
     ['bad date', (m) => (m.createdAt = 'yesterday')],
+    ['a date that does not exist', (m) => (m.createdAt = '2026-02-30T12:00:00Z')],
+    ['an hour that does not exist', (m) => (m.completedAt = '2026-03-01T24:00:00.000Z')],
     ['negative size', (m) => (m.files[0].size = -1)],
     ['short sha', (m) => (m.files[0].sha256 = 'abc')],
     ['path escape', (m) => (m.files[0].path = '../../etc/passwd')],

@@ -15,8 +15,12 @@ export const isString = (v: unknown): v is string => typeof v === 'string' && v.
 export const isText = (v: unknown): v is string => typeof v === 'string'
 export const isSize = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0
 export const isSha = (v: unknown): v is string => typeof v === 'string' && /^[0-9a-f]{64}$/.test(v)
+/** A UTC time as toISOString() writes it, and a real one: Date.parse takes 2026-02-30 as 2 March, so the date must round-trip. */
 export const isIsoDate = (v: unknown): v is string =>
-  typeof v === 'string' && /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/.test(v) && !Number.isNaN(Date.parse(v))
+  typeof v === 'string' &&
+  /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/.test(v) &&
+  !Number.isNaN(Date.parse(v)) &&
+  new Date(Date.parse(v)).toISOString().slice(0, 19) === v.slice(0, 19)
 
 export function malformed(detail: string) {
   return verificationError(`manifest is malformed: ${detail}`, 'the artifact is damaged or not a Conductor backup; use another backup')

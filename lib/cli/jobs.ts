@@ -1,12 +1,13 @@
 import { usageError } from './errors.ts'
 import { quoteValue } from './escape.ts'
 
-/** --jobs / RESTORE_JOBS: pg_restore's parallelism; undefined means the default (min(4, CPUs)). */
-export function parseJobs(value: string | boolean | undefined): number | undefined {
+/** --jobs, else RESTORE_JOBS: pg_restore's parallelism; undefined means the default (min(4, CPUs)). The error names whichever was given. */
+export function parseJobs(flag: string | boolean | undefined, env: string | undefined): number | undefined {
+  const [value, name] = flag !== undefined ? [flag, '--jobs'] : [env, 'RESTORE_JOBS']
   if (value === undefined || value === '') return undefined
   const n = Number(value)
-  if (typeof value === 'boolean' || !Number.isInteger(n) || n < 1 || n > 64) {
-    throw usageError(`--jobs must be a whole number from 1 to 64, got ${quoteValue(String(value), 20)}`, 'e.g. --jobs 2')
+  if (typeof value === 'boolean' || !/^\s*\d+\s*$/.test(value) || !Number.isInteger(n) || n < 1 || n > 64) {
+    throw usageError(`${name} must be a whole number from 1 to 64, got ${quoteValue(String(value), 20)}`, name === '--jobs' ? 'e.g. --jobs 2' : 'e.g. RESTORE_JOBS=2')
   }
   return n
 }
