@@ -558,6 +558,31 @@ if (fx) {
     t.equal(sha256(readFileSync(join(dir, 'postgres.dump.zst'))), sent, 'byte-equal')
   })
 
+  t.test('part boundaries: empty, exactly one part, one byte more, exactly two parts, odd chunks; byte for byte, buffers reused', async (t) => {
+    const store = fx.store('edges', { partSize: 5 * MiB })
+    const w = await store.create(NAME)
+    const cases: Array<[string, number, number | null]> = [
+      // name, size, parts in the ETag (null: a single PUT)
+      ['empty.bin', 0, null],
+      ['one-part.bin', 5 * MiB, null],
+      ['one-more.bin', 5 * MiB + 1, 2],
+      ['two-parts.bin', 10 * MiB, 2],
+      ['three.bin', 10 * MiB + 12345, 3],
+    ]
+    for (const [file, size, parts] of cases) {
+      const data = randomBytes(size)
+      // Chunks that straddle part boundaries: 1 byte, then 1 MiB + 7 at a time.
+      const chunks = size === 0 ? [] : [data.subarray(0, 1), ...Array.from({ length: Math.ceil((size - 1) / (MiB + 7)) }, (_, i) => data.subarray(1 + i * (MiB + 7), 1 + (i + 1) * (MiB + 7)))]
+      await w!.writeFile(file, Readable.from(chunks))
+      const key = `edges/${NAME}/${file}`
+      const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }))
+      t.equal(head.ContentLength, size, `${file}: size`)
+      t.equal(/-(\d+)"$/.exec(head.ETag ?? '')?.[1] ?? null, parts === null ? null : String(parts), `${file}: ${parts === null ? 'a single PUT' : `${parts} parts`}`)
+      t.equal(sha256(await getBytes(client, bucket, key)), sha256(data), `${file}: byte-equal`)
+    }
+    await w!.discard()
+  })
+
   /**
    * Damages the body of part 2 of every multipart upload on `store`'s client,
    * at `step`, and records which puts and parts carried Content-MD5.
