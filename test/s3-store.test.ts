@@ -342,6 +342,28 @@ if (fx) {
     t.same(await leftovers(store, NAME), { objects: [], uploads: [] })
   })
 
+  t.test('a refused CreateMultipartUpload is one line with its exit code, not an internal error', async (t) => {
+    const store = fx.store('create-fails', { partSize: 5 * MiB })
+    store.client.middlewareStack.add(
+      (next, context) => async (args) => {
+        if (context.commandName === 'CreateMultipartUploadCommand') {
+          throw Object.assign(new Error('Access Denied'), { name: 'AccessDenied', $metadata: { httpStatusCode: 403 } })
+        }
+        return next(args)
+      },
+      { step: 'initialize', name: 'refuseCreate' },
+    )
+    const w = await store.create(NAME)
+    const source = generated(12 * MiB, 5).stream
+    const err = await rejection(w!.writeFile('postgres.dump.zst', source))
+    t.ok(err instanceof DrError, String(err))
+    t.equal((err as DrError).exitCode, 3)
+    t.match((err as DrError).line, /AccessDenied/)
+    t.ok(source.destroyed, 'the source was stopped')
+    await w!.discard()
+    t.same(await leftovers(store, NAME), { objects: [], uploads: [] })
+  })
+
   t.test('an interrupt aborts the upload in flight', async (t) => {
     const store = fx.store('interrupt', { partSize: 5 * MiB })
     const w = await store.create(NAME)

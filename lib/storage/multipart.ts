@@ -102,8 +102,9 @@ export class MultipartUpload extends Writable {
     for (let offset = 0; offset < chunk.length; ) {
       if (this.current === null || this.filled === this.size) {
         // A full part is sent only once more bytes follow: a stream of exactly one part stays a single PUT.
-        if (this.current !== null) await this.dispatch(this.current, this.filled)
+        // One byte beyond maxParts full parts: refused before the last full part is even sent.
         if (this.partNumber + 1 > this.target.maxParts) throw this.target.tooLarge()
+        if (this.current !== null) await this.dispatch(this.current, this.filled)
         this.current = await this.acquire()
         this.filled = 0
         this.partNumber += 1
@@ -121,14 +122,44 @@ export class MultipartUpload extends Writable {
     return this.target.buffers.take()
   }
 
+  /** A failed request, or a destroy (cancel, failed source) while a write waited: no further part is started. */
   private throwIfFailed(): void {
     if (this.requestError !== undefined) throw this.requestError
+    if (this.destroyed) throw new Error('upload stopped')
+  }
+
+  /** A request of ours whose failure the caller words as an S3 failure (store.fail), not as the source's. */
+  private asRequest<T>(sending: Promise<T>): Promise<T> {
+    return sending.catch((err: unknown) => {
+      this.requestError ??= err
+      throw err
+    })
   }
 
   private async dispatch(buffer: Buffer, length: number): Promise<void> {
     const { bucket, key, contentType } = this.target
-    this.uploadId ??= (await this.target.client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key, ContentType: contentType }), this.request)).UploadId
-    if (!this.uploadId) throw new Error(`the server started no multipart upload for ${key} (no UploadId)`)
+    if (this.uploadId === undefined) {
+      // Tracked in flight, so that a destroy meanwhile waits for the upload id and aborts it.
+      const creating = this.asRequest(this.target.client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key, ContentType: contentType }), this.request))
+      const tracked = creating.then(
+        (answer) => {
+          this.uploadId = answer.UploadId
+        },
+        () => {},
+      )
+      this.inFlight.add(tracked)
+      try {
+        await creating
+      } finally {
+        this.inFlight.delete(tracked)
+      }
+      this.throwIfFailed()
+      if (!this.uploadId) {
+        const err = new Error(`the server started no multipart upload for ${key} (no UploadId)`)
+        this.requestError ??= err
+        throw err
+      }
+    }
     const PartNumber = this.partNumber
     const sending = this.target.client.send(
       new UploadPartCommand({ Bucket: bucket, Key: key, UploadId: this.uploadId, PartNumber, Body: buffer.subarray(0, length) }),
@@ -161,19 +192,13 @@ export class MultipartUpload extends Writable {
     const { bucket, key, contentType } = this.target
     if (this.uploadId === undefined) {
       const body = this.current === null ? Buffer.alloc(0) : this.current.subarray(0, this.filled)
-      await this.target.client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, ContentType: contentType }), this.request).catch((err) => {
-        this.requestError = err
-        throw err
-      })
+      await this.asRequest(this.target.client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body, ContentType: contentType }), this.request))
     } else {
       if (this.current !== null) await this.dispatch(this.current, this.filled)
       await Promise.all(this.inFlight)
       this.throwIfFailed()
       const Parts = [...this.parts].sort((a, b) => a.PartNumber! - b.PartNumber!)
-      await this.target.client.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: this.uploadId, MultipartUpload: { Parts } }), this.request).catch((err) => {
-        this.requestError = err
-        throw err
-      })
+      await this.asRequest(this.target.client.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: this.uploadId, MultipartUpload: { Parts } }), this.request))
     }
     this.completed = true
     if (this.current !== null) this.target.buffers.give(this.current)
@@ -183,10 +208,10 @@ export class MultipartUpload extends Writable {
   override _destroy(err: Error | null, done: (err?: Error | null) => void): void {
     if (this.completed) return done(err)
     this.abort.abort()
-    const uploadId = this.uploadId
     const { client, bucket, key } = this.target
+    // The upload id is read once nothing is in flight: a CreateMultipartUpload answered meanwhile has set it.
     Promise.allSettled(this.inFlight)
-      .then(() => (uploadId ? client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: uploadId })) : undefined))
+      .then(() => (this.uploadId ? client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: this.uploadId })) : undefined))
       .catch(() => undefined) // the caller's backstop lists and aborts what is left
       .then(() => done(err))
   }
