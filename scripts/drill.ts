@@ -41,8 +41,8 @@ exactly as restore.sh does (manifest checksum, every SHA-256, pg_restore
 Built-in check: every table recorded in the manifest exists in the restored
 database with the row count taken in pg_dump's own snapshot.
 Environment: BACKUP_BASE, DRILL_DATABASE (scratch name; default
-<database>_drill_<UTC stamp>), RESTORE_STAGING_DIR (where the archive's table of
-contents is copied for pg_restore --jobs; default the system temp dir), DR_RPO_TARGET, DR_RTO_TARGET, PGHOST, PGPORT,
+<database>_drill_<UTC stamp>), RESTORE_STAGING_DIR (where the dump is decompressed
+for pg_restore --jobs; default the system temp dir), RESTORE_STAGE_DUMP=false (stream it), DR_RPO_TARGET, DR_RTO_TARGET, PGHOST, PGPORT,
 PGUSER, PGPASSWORD, DATABASE_URL (as for restore.sh).
 Measured RTO = wall time from start until the checks pass. RPO = worst of
 the newest backup's age and the largest gap between complete backups over

@@ -13,7 +13,9 @@ import {
   scratchDatabase,
   pathWithWrapped,
   snapshot,
+  tempDir,
 } from './helpers.ts'
+import { readdirSync } from 'node:fs'
 
 
 t.test('dropped database comes back row for row', async (t) => {
@@ -23,14 +25,21 @@ t.test('dropped database comes back row for row', async (t) => {
   t.equal(original.customers.split('\n').length - 1, 3000, 'the fixture really has the rows')
   const { base, name } = await backupOf(t, db)
 
-  dropDatabase(db)
-  t.notOk(databaseExists(db))
-  const r = await run(RESTORE, [name], pgEnv(db, { BACKUP_BASE: base, RESTORE_POSTGRES: 'true' }))
-  t.equal(r.code, 0, r.stderr)
-  t.match(r.stdout, new RegExp(`then name it ${db}`))
-  const restored = snapshot(db)
-  for (const table of Object.keys(original)) t.equal(restored[table], original[table], table)
-  t.same(Object.keys(restored).sort(), Object.keys(original).sort())
+  // Both ways into a new database: staged for one parallel pg_restore (the default), and streamed.
+  for (const stage of ['true', 'false']) {
+    dropDatabase(db)
+    t.notOk(databaseExists(db))
+    const staging = tempDir(t)
+    const r = await run(RESTORE, [name], pgEnv(db, { BACKUP_BASE: base, RESTORE_POSTGRES: 'true', RESTORE_STAGE_DUMP: stage, RESTORE_STAGING_DIR: staging }))
+    t.equal(r.code, 0, r.stderr)
+    t.match(r.stdout, new RegExp(`then name it ${db}`))
+    if (stage === 'true') t.match(r.stdout, /dump verified and staged; schema, data and indexes with pg_restore --jobs=\d/)
+    else t.notMatch(r.stdout, /staged/)
+    t.same(readdirSync(staging), [], `RESTORE_STAGE_DUMP=${stage}: nothing left in the staging directory`)
+    const restored = snapshot(db)
+    for (const table of Object.keys(original)) t.equal(restored[table], original[table], `${table} (RESTORE_STAGE_DUMP=${stage})`)
+    t.same(Object.keys(restored).sort(), Object.keys(original).sort())
+  }
 })
 
 t.test('by default the restored database is swapped in and the replaced one kept under a dated name', async (t) => {

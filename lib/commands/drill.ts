@@ -10,7 +10,7 @@ import { formatDuration } from '../policy/duration.ts'
 import { judge, rpoFromBackups, type RpoMeasure } from '../policy/objectives.ts'
 import { checkReachable } from '../postgres/client.ts'
 import { checkDatabaseName, connectionFromEnv, describeTarget, withDatabase } from '../postgres/connection.ts'
-import { defaultJobs } from './restore-postgres.ts'
+import { defaultJobs, stagingNotes } from './restore-postgres.ts'
 import { derivedDatabaseName } from '../postgres/derived-name.ts'
 import { restoreIntoNewDatabase, type RestoredDatabase } from '../postgres/restore-new.ts'
 import { checkArchive, type DumpSource } from '../postgres/restore.ts'
@@ -141,7 +141,7 @@ export async function runDrill(opts: DrillOptions, reporter: Reporter): Promise<
           throw inputError(`the drill database ${name} already exists`, 'drop it, or set DRILL_DATABASE to a name that is not in use')
         }
         const jobs = opts.jobs ?? defaultJobs()
-        reporter.line(`restoring into scratch database ${describeTarget(target.target)} (indexes with pg_restore -j${jobs})…`)
+        reporter.line(`restoring into scratch database ${describeTarget(target.target)} (pg_restore -j${jobs})…`)
         restored = await restoreIntoNewDatabase(server, {
           source: dump,
           tocBytes,
@@ -150,6 +150,7 @@ export async function runDrill(opts: DrillOptions, reporter: Reporter): Promise<
           jobs,
           stagingDir: opts.stagingDir,
           onProgress: (bytes) => reporter.progress(`restoring ${pg.file}`, bytes),
+          ...stagingNotes(reporter, jobs),
         })
         reporter.endProgress()
       })

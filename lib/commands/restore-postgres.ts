@@ -19,6 +19,20 @@ import { checkArchive, restoreInPlace, type DumpSource } from '../postgres/resto
 import { createDatabase, databaseExists, dropDatabase, serverInfo } from '../postgres/server.ts'
 import { renameDatabase, swapDatabases } from '../postgres/swap.ts'
 
+/** What the operator is told when the dump has been staged, or could not be for lack of room. */
+export function stagingNotes(reporter: Reporter, jobs: number): { onStaged: () => void; onNoRoom: () => void } {
+  return {
+    onStaged: () => {
+      reporter.endProgress()
+      reporter.line(`postgres: dump verified and staged; schema, data and indexes with pg_restore --jobs=${jobs}`)
+    },
+    onNoRoom: () => {
+      reporter.endProgress()
+      reporter.line('postgres: too little room to stage the dump (RESTORE_STAGING_DIR); streaming it instead, data in one process')
+    },
+  }
+}
+
 /** The roles file, and the key to read it when it is encrypted (none in a dry run). */
 export interface RolesSource {
   file: VerifiedFile
@@ -140,7 +154,7 @@ export async function restorePostgres(
     reporter.line(`postgres: replace every object of the dump in ${describeTarget(target.target)} with ${version} (one transaction; objects not in the dump are kept)`)
   } else {
     reporter.line(
-      `postgres: restore with ${version} into a new database (indexes and constraints with --jobs=${jobs}), then ${
+      `postgres: restore with ${version} into a new database (pg_restore --jobs=${jobs}), then ${
         exists ? `swap it in as ${database}, keeping the current one ${opts.dropOld ? 'until the swap, then dropping it (--drop-old)' : 'under a dated name'}` : `name it ${database}`
       }`,
     )
@@ -172,6 +186,7 @@ export async function restorePostgres(
     jobs,
     stagingDir: opts.stagingDir,
     onProgress: (bytes) => reporter.progress(`restoring ${pg.file} into ${fresh}`, bytes),
+    ...stagingNotes(reporter, jobs),
   })
   reporter.endProgress()
   const checks = await runChecks(withDatabase(conn, fresh), pg, opts.checks, reporter).catch(async (err: unknown) => {

@@ -19,7 +19,8 @@ export interface ToolOptions {
   env: NodeJS.ProcessEnv
   /** A Readable here is another child's stdout: the two are joined by the OS, not copied through us. */
   stdin: 'pipe' | 'ignore' | Readable
-  stdout: 'pipe' | 'ignore'
+  /** A number is an open file descriptor the child writes to (a staged file), not through us. */
+  stdout: 'pipe' | 'ignore' | number
   /** The error to report when `cmd` is not installed. */
   missing: DrError
   /** Every piece of stderr as it arrives, for tools whose warnings are part of the result (tar). */

@@ -5,7 +5,8 @@ import { join } from 'node:path'
 import { onInterrupt } from '../cli/signals.ts'
 import type { PgConnection } from './connection.ts'
 import { withDatabase } from './connection.ts'
-import { restoreStreamed, type DumpSource } from './restore.ts'
+import { restoreStaged, restoreStreamed, type DumpSource } from './restore.ts'
+import { canStage, stageDump } from './stage-dump.ts'
 import { createDatabase, dropDatabase, type DatabaseSettings } from './server.ts'
 import { copyDatabaseProperties } from './swap.ts'
 
@@ -22,6 +23,10 @@ export interface NewDatabaseRestore {
   /** Where the archive's table of contents is copied for pg_restore --jobs (RESTORE_STAGING_DIR, default the system temp dir). */
   stagingDir?: string
   onProgress?: (bytes: number) => void
+  /** The dump is staged and pg_restore --jobs starts: no byte counts from here on. */
+  onStaged?: () => void
+  /** Staging would have been used but the staging file system is short of room: streamed instead. */
+  onNoRoom?: () => void
 }
 
 /** A restored database nobody uses yet; the caller swaps it in, renames it, or drops it. */
@@ -34,7 +39,8 @@ export interface RestoredDatabase {
 
 /**
  * The fast, all-or-nothing restore: create a new database and restore the
- * verified dump into it (see restoreStreamed). Nothing that exists is
+ * verified dump into it: staged and with pg_restore --jobs when it can
+ * (stage-dump.ts), else streamed (restoreStreamed). Nothing that exists is
  * touched; a failure or an interrupt at any point drops what was created
  * and removes the staged table of contents.
  */
@@ -61,16 +67,25 @@ export async function restoreIntoNewDatabase(conn: PgConnection, opts: NewDataba
   const drop = () => dropDatabase(target, opts.name)
   let releaseDb = () => {}
   try {
+    // Staged first, before anything is created: a dump that fails its checksum here costs nothing.
+    const stagedPath = join(staging, 'postgres.dump')
+    const staged = canStage(opts.source, conn.env) && (await stageDump(opts.source, stagedPath, conn.env, opts.onProgress)) === 'staged'
+    if (!staged && canStage(opts.source, conn.env)) opts.onNoRoom?.()
     await createDatabase(target, opts.name, opts.settings)
     created = true
     releaseDb = onInterrupt(drop)
     if (opts.propertiesFrom) await copyDatabaseProperties(conn, opts.propertiesFrom, opts.name)
-    await restoreStreamed(target, opts.source, opts.name, {
-      tocBytes: opts.tocBytes,
-      jobs: opts.jobs,
-      headPath: join(staging, 'toc.dump'),
-      onProgress: opts.onProgress,
-    })
+    if (staged) {
+      opts.onStaged?.()
+      await restoreStaged(target, stagedPath, opts.name, opts.jobs)
+    } else {
+      await restoreStreamed(target, opts.source, opts.name, {
+        tocBytes: opts.tocBytes,
+        jobs: opts.jobs,
+        headPath: join(staging, 'toc.dump'),
+        onProgress: opts.onProgress,
+      })
+    }
   } catch (err) {
     releaseDb()
     if (created) await drop().catch(() => {})

@@ -140,6 +140,21 @@ export async function restoreStreamed(
   if (postExit !== 0) throw failed(conn, 'pg_restore (indexes and constraints)', { exitCode: postExit, stderr: post.stderr() }, fix)
 }
 
+/**
+ * The whole restore by one `pg_restore --jobs` from a staged, verified,
+ * uncompressed dump (stage-dump.ts): schema, data and indexes all in
+ * parallel. Not one transaction either; the caller's new database is what
+ * makes it all-or-nothing.
+ */
+export async function restoreStaged(conn: PgConnection, path: string, database: string, jobs: number): Promise<void> {
+  const dbname = `--dbname=${conninfoQuote('dbname', database)}`
+  const run = pgRestore(conn, [`--jobs=${jobs}`, '--exit-on-error', '--no-password', dbname, path], 'ignore')
+  const exitCode = await run.exited
+  if (exitCode !== 0) {
+    throw failed(conn, 'pg_restore', { exitCode, stderr: run.stderr() }, 'the half-restored new database was dropped and the target left as it was; fix the cause and re-run')
+  }
+}
+
 interface Loaded {
   exitCode: number
   stderr: string
