@@ -145,6 +145,8 @@ t.test('manifest round-trips and rejects every malformation', async (t) => {
     ['duplicate file', (m) => m.files.push({ ...m.files[0] })],
     ['dump not listed', (m) => (m.postgres.file = 'other.dump')],
     ['unknown status', (m) => (m.postgres.status = 'maybe')],
+    ['a database name with a NUL', (m) => (m.postgres.database = 'conductor\u0000x')],
+    ['a database name PostgreSQL cannot have (64 bytes)', (m) => (m.postgres.database = 'd'.repeat(64))],
     ['files not a list', (m) => (m.files = {})],
     ['missing encoding', (m) => delete m.postgres.encoding],
   ]
