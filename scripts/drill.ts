@@ -1,5 +1,6 @@
 #!/usr/bin/env -S sh -c 'exec sh "$(dirname "$(realpath "$0")")/../lib/cli/launch.sh" "$(realpath "$0")" "$@"'
 // Runs under zx with tsx (see the line above), like backup.sh and restore.sh.
+import { stagingWanted } from '../lib/postgres/stage-dump.ts'
 import { checkAppendable } from '../lib/artifact/destination.ts'
 import { appendSynced } from '../lib/artifact/durable.ts'
 import { parseArgs } from '../lib/cli/args.ts'
@@ -91,6 +92,8 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, repo
     await checkAppendable(report, '--report')
     await checkAppendable(historyPathFor(report), 'the drill history')
   }
+  // RESTORE_STAGE_DUMP is read where the dump is staged; a typo is refused here, before anything runs.
+  stagingWanted(env)
   const { result, failure } = await runDrill(
     {
       artifact: positional[0],

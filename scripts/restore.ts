@@ -1,6 +1,7 @@
 #!/usr/bin/env -S sh -c 'exec sh "$(dirname "$(realpath "$0")")/../lib/cli/launch.sh" "$(realpath "$0")" "$@"'
 // Runs under zx with tsx (see the line above): it finds its own node_modules,
 // so it may be called by absolute path from any working directory.
+import { stagingWanted } from '../lib/postgres/stage-dump.ts'
 import { parseArgs } from '../lib/cli/args.ts'
 import { runCli, scriptArgs } from '../lib/cli/run.ts'
 import { checkSpecFromFlags, CHECK_FLAGS, hasOperatorChecks } from '../lib/cli/check-flags.ts'
@@ -81,6 +82,8 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, repo
     throw usageError('--drop-old and --jobs apply to the default restore, not to --in-place', 'drop --in-place, or drop those options')
   }
   const checks = checkSpecFromFlags(lists, flags)
+  // RESTORE_STAGE_DUMP is read where the dump is staged; a typo is refused here, before anything runs.
+  stagingWanted(env)
   const result = await runRestore(
     {
       artifact: positional[0],

@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { randomBytes } from 'node:crypto'
 import { digestBuffer } from '../lib/pipeline/checksum.ts'
-import { canStage, stageDump, stagingReserve, ROOM_CHECK_MS } from '../lib/postgres/stage-dump.ts'
+import { canStage, roomToGoOn, stageDump, stagingReserve, stagingWanted, ROOM_CHECK_MS } from '../lib/postgres/stage-dump.ts'
 import type { DumpSource } from '../lib/postgres/restore.ts'
 import { DrError } from '../lib/cli/errors.ts'
 import { tempDir } from './helpers.ts'
@@ -14,11 +14,12 @@ import { tempDir } from './helpers.ts'
 const GiB = 1024 ** 3
 const plenty = async () => ({ free: 100 * GiB, reserve: GiB })
 
-/** A dump file of `plain` compressed by zstd, as a DumpSource whose digest is `digestOf` (default: its own). */
-async function sourceOf(t: Test, plain: Buffer, tamper?: (path: string) => void): Promise<{ source: DumpSource; dir: string }> {
+/** A dump file of `plain` compressed by zstd, as a DumpSource; `tamper` changes it after its checksum was taken. */
+async function sourceOf(t: Test, plain: Buffer, tamper?: (path: string) => void, damage?: (path: string) => void): Promise<{ source: DumpSource; dir: string }> {
   const dir = tempDir(t)
   const file = join(dir, 'postgres.dump.zst')
   writeFileSync(file, execFileSync('zstd', ['-q', '-c'], { input: plain, maxBuffer: 1 << 30 }))
+  damage?.(file) // before the checksum: what verification cannot see
   const digest = digestBuffer(readFileSync(file))
   tamper?.(file)
   const handle = await open(file, 'r')
@@ -29,6 +30,28 @@ async function sourceOf(t: Test, plain: Buffer, tamper?: (path: string) => void)
 t.test('the reserve: 1 GiB, or 5% of a large file system', async (t) => {
   t.equal(stagingReserve(10 * GiB), GiB)
   t.equal(stagingReserve(100 * GiB), 5 * GiB)
+})
+
+t.test('staging goes on only while the room left covers the reserve and as much again as staged', async (t) => {
+  t.ok(roomToGoOn(10 * GiB, GiB, 9 * GiB))
+  t.notOk(roomToGoOn(10 * GiB, GiB, 9 * GiB + 1))
+  t.notOk(roomToGoOn(GiB - 1, GiB, 0))
+})
+
+t.test('RESTORE_STAGE_DUMP: on unless false; a typo is refused', async (t) => {
+  t.ok(stagingWanted({}))
+  t.ok(stagingWanted({ RESTORE_STAGE_DUMP: '' }))
+  t.ok(stagingWanted({ RESTORE_STAGE_DUMP: 'yes' }))
+  t.notOk(stagingWanted({ RESTORE_STAGE_DUMP: 'off' }))
+  t.throws(() => stagingWanted({ RESTORE_STAGE_DUMP: 'ture' }), /RESTORE_STAGE_DUMP must be true or false/)
+})
+
+t.test('a memory file system (tmpfs) is used only when RESTORE_STAGING_DIR chose it', async (t) => {
+  const { source, dir } = await sourceOf(t, Buffer.alloc(1024 * 1024, 'm'))
+  const tmpfs = async () => ({ free: 100 * GiB, reserve: GiB, memory: true })
+  t.equal(await stageDump(source, join(dir, 'a.dump'), process.env, undefined, tmpfs), 'no-room')
+  t.notOk(existsSync(join(dir, 'a.dump')))
+  t.equal(await stageDump(source, join(dir, 'b.dump'), process.env, undefined, tmpfs, true), 'staged')
 })
 
 t.test('only zstd dumps in the clear are staged, unless RESTORE_STAGE_DUMP=false', async (t) => {
@@ -86,6 +109,21 @@ t.test('bytes changed after verification: refused, nothing left', async (t) => {
   t.ok(err instanceof DrError, String(err))
   t.equal((err as DrError).exitCode, 4)
   t.match((err as DrError).message, /postgres\.dump\.zst changed after it was verified; nothing was restored/)
+  t.notOk(existsSync(out))
+})
+
+t.test('a dump damaged before its checksum was taken, mid-stream: refused as damaged (not a broken pipe), nothing left', async (t) => {
+  // Damaged, then checksummed: verification passes, zstd stops part-way while it is still being fed.
+  const { source, dir } = await sourceOf(t, randomBytes(16 * 1024 * 1024), undefined, (file) => {
+    const b = readFileSync(file)
+    b[Math.floor(b.length / 2)] ^= 0xff
+    writeFileSync(file, b)
+  })
+  const out = join(dir, 'staged.dump')
+  const err = await stageDump(source, out, process.env, undefined, plenty).then(() => null, (e: unknown) => e)
+  t.ok(err instanceof DrError, String(err))
+  t.equal((err as DrError).exitCode, 4)
+  t.match((err as DrError).message, /the dump cannot be decompressed \(.*(Decoding error|[Cc]orrupt)/)
   t.notOk(existsSync(out))
 })
 

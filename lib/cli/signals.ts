@@ -38,6 +38,11 @@ export function markInterrupted(signal: NodeJS.Signals): void {
   interruptedBy = signal
 }
 
+/** An interrupt has arrived: long work checks this before it starts something new. */
+export function interrupted(): boolean {
+  return interruptedBy !== undefined
+}
+
 /** What irreversible steps finished while an interrupt waited for them, for the final message. */
 export function completedDuringInterrupt(): string[] {
   return criticalNotes

@@ -2,7 +2,7 @@ import { access, mkdtemp, rm } from 'node:fs/promises'
 import { constants } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { onInterrupt } from '../cli/signals.ts'
+import { interrupted, InterruptedBeforeCritical, onInterrupt } from '../cli/signals.ts'
 import type { PgConnection } from './connection.ts'
 import { withDatabase } from './connection.ts'
 import { restoreStaged, restoreStreamed, type DumpSource } from './restore.ts'
@@ -20,7 +20,7 @@ export interface NewDatabaseRestore {
   /** An existing database whose settings and grants the new one should get (the one it will replace). */
   propertiesFrom?: string
   jobs: number
-  /** Where the archive's table of contents is copied for pg_restore --jobs (RESTORE_STAGING_DIR, default the system temp dir). */
+  /** RESTORE_STAGING_DIR: where the dump is staged (or, streamed, its table of contents copied) for pg_restore --jobs; default the system temp dir. */
   stagingDir?: string
   onProgress?: (bytes: number) => void
   /** The dump is staged and pg_restore --jobs starts: no byte counts from here on. */
@@ -45,9 +45,10 @@ export interface RestoredDatabase {
  * and removes the staged table of contents.
  */
 /**
- * The head copy of a decrypted dump is plaintext (its table of contents and
- * possibly the first rows): by default it goes to memory (/dev/shm), not to
- * a disk, so an encrypted backup leaves no decrypted bytes on disk.
+ * An encrypted dump is streamed, and the head copy it needs is plaintext
+ * (its table of contents and possibly the first rows): by default it goes
+ * to memory (/dev/shm), not to a disk, so an encrypted backup leaves no
+ * decrypted bytes on disk.
  */
 async function memoryBackedTmp(): Promise<string> {
   try {
@@ -69,8 +70,11 @@ export async function restoreIntoNewDatabase(conn: PgConnection, opts: NewDataba
   try {
     // Staged first, before anything is created: a dump that fails its checksum here costs nothing.
     const stagedPath = join(staging, 'postgres.dump')
-    const staged = canStage(opts.source, conn.env) && (await stageDump(opts.source, stagedPath, conn.env, opts.onProgress)) === 'staged'
-    if (!staged && canStage(opts.source, conn.env)) opts.onNoRoom?.()
+    const wanted = canStage(opts.source, conn.env)
+    const staged = wanted && (await stageDump(opts.source, stagedPath, conn.env, opts.onProgress, undefined, opts.stagingDir !== undefined)) === 'staged'
+    if (wanted && !staged) opts.onNoRoom?.()
+    // An interrupt during staging has run its cleanups already: create nothing they would have had to drop.
+    if (interrupted()) throw new InterruptedBeforeCritical('creating the new database')
     await createDatabase(target, opts.name, opts.settings)
     created = true
     releaseDb = onInterrupt(drop)

@@ -96,7 +96,9 @@ export async function checkArchive(conn: PgConnection, source: DumpSource): Prom
 const TOC_MARGIN = 1024 * 1024
 
 /**
- * The fast restore into a new, empty database, in two runs of pg_restore:
+ * The streamed restore into a new, empty database, when the dump cannot be
+ * staged (stage-dump.ts: encrypted, formatVersion 1, too little room, or
+ * RESTORE_STAGE_DUMP=false), in two runs of pg_restore:
  *
  * 1. the schema and the data (`--section=pre-data --section=data`),
  *    streamed from the verified file through zstd, hashed again on the
@@ -106,11 +108,8 @@ const TOC_MARGIN = 1024 * 1024
  *    copy of just the archive's head (its table of contents), written
  *    from the same verified stream.
  *
- * Nothing is staged but that head, so the restore needs no scratch space
- * the size of the database, and the data is read once. Measured here on
- * the benchmark database, staging the whole uncompressed dump for a single
- * `pg_restore --jobs` cost more (writing it out) than running the data
- * section in one process; the parallel index builds are where --jobs pays.
+ * Nothing is staged but that head, so it needs no scratch space the size
+ * of the database; the price is a data section in one backend.
  * It is not one transaction, which is why it only ever targets a new
  * database that nothing else uses; the caller swaps it in when complete.
  */
