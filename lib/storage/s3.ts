@@ -400,7 +400,8 @@ export class S3Store implements Store {
         dirs.add(dir)
       }
       const body = await this.openKey(f.key)
-      const out = createWriteStream(path, { flags: 'wx', mode: 0o600 })
+      // 4 MiB: the socket keeps being read while a write is on disk, and the next write gathers what came meanwhile (one writev).
+      const out = createWriteStream(path, { flags: 'wx', mode: 0o600, highWaterMark: 4 * 1024 * 1024 })
       // The local side's errors (ENOSPC, EEXIST) go up as they are, for the
       // caller's system-error mapping; the network's become one S3 line.
       let localErr: unknown
