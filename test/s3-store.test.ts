@@ -320,49 +320,47 @@ if (fx) {
     t.same(await leftovers(store, NAME), { objects: [], uploads: [] })
   })
 
-  t.test('an S3 failure mid-upload is one line, and leaves nothing behind', async (t) => {
-    const store = fx.store('s3-fails', { partSize: 5 * MiB })
-    store.client.middlewareStack.add(
-      (next, context) => async (args) => {
-        const input = args.input as { PartNumber?: number }
-        if (context.commandName === 'UploadPartCommand' && input.PartNumber === 2) {
-          throw Object.assign(new Error('We encountered an internal error.'), { name: 'InternalError', $metadata: { httpStatusCode: 500 } })
-        }
-        return next(args)
-      },
-      { step: 'initialize', name: 'failSecondPart' },
-    )
-    const w = await store.create(NAME)
-    const source = generated(12 * MiB, 2).stream
-    const err = await rejection(w!.writeFile('postgres.dump.zst', source))
-    t.ok(err instanceof DrError, String(err))
-    t.equal((err as DrError).exitCode, 1)
-    t.match((err as DrError).line, /InternalError, HTTP 500/)
-    t.ok(source.destroyed, 'the source was stopped')
-    t.same(await leftovers(store, NAME), { objects: [], uploads: [] })
-  })
-
-  t.test('a refused CreateMultipartUpload is one line with its exit code, not an internal error', async (t) => {
-    const store = fx.store('create-fails', { partSize: 5 * MiB })
-    store.client.middlewareStack.add(
-      (next, context) => async (args) => {
-        if (context.commandName === 'CreateMultipartUploadCommand') {
-          throw Object.assign(new Error('Access Denied'), { name: 'AccessDenied', $metadata: { httpStatusCode: 403 } })
-        }
-        return next(args)
-      },
-      { step: 'initialize', name: 'refuseCreate' },
-    )
-    const w = await store.create(NAME)
-    const source = generated(12 * MiB, 5).stream
-    const err = await rejection(w!.writeFile('postgres.dump.zst', source))
-    t.ok(err instanceof DrError, String(err))
-    t.equal((err as DrError).exitCode, 3)
-    t.match((err as DrError).line, /AccessDenied/)
-    t.ok(source.destroyed, 'the source was stopped')
-    await w!.discard()
-    t.same(await leftovers(store, NAME), { objects: [], uploads: [] })
-  })
+  // A request the server refuses part-way: one line with the documented exit code, the source stopped, nothing left.
+  for (const c of [
+    {
+      name: 'an S3 failure mid-upload (part 2) is one line, and leaves nothing behind',
+      prefix: 's3-fails',
+      refuse: (command: string, input: { PartNumber?: number }) => command === 'UploadPartCommand' && input.PartNumber === 2,
+      error: { message: 'We encountered an internal error.', name: 'InternalError', status: 500 },
+      exitCode: 1,
+      line: /InternalError, HTTP 500/,
+    },
+    {
+      name: 'a refused CreateMultipartUpload is one line with its exit code, not an internal error',
+      prefix: 'create-fails',
+      refuse: (command: string) => command === 'CreateMultipartUploadCommand',
+      error: { message: 'Access Denied', name: 'AccessDenied', status: 403 },
+      exitCode: 3,
+      line: /AccessDenied/,
+    },
+  ]) {
+    t.test(c.name, async (t) => {
+      const store = fx.store(c.prefix, { partSize: 5 * MiB })
+      store.client.middlewareStack.add(
+        (next, context) => async (args) => {
+          if (c.refuse(context.commandName ?? '', args.input as { PartNumber?: number })) {
+            throw Object.assign(new Error(c.error.message), { name: c.error.name, $metadata: { httpStatusCode: c.error.status } })
+          }
+          return next(args)
+        },
+        { step: 'initialize', name: 'refuseRequest' },
+      )
+      const w = await store.create(NAME)
+      const source = generated(12 * MiB, 2).stream
+      const err = await rejection(w!.writeFile('postgres.dump.zst', source))
+      t.ok(err instanceof DrError, String(err))
+      t.equal((err as DrError).exitCode, c.exitCode)
+      t.match((err as DrError).line, c.line)
+      t.ok(source.destroyed, 'the source was stopped')
+      t.same(await leftovers(store, NAME), { objects: [], uploads: [] }, 'the upload aborted itself')
+      await w!.discard()
+    })
+  }
 
   t.test('an interrupt aborts the upload in flight', async (t) => {
     const store = fx.store('interrupt', { partSize: 5 * MiB })
