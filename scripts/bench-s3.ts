@@ -39,7 +39,7 @@ times, median of --runs (default 1), with GNU time:
             cores it also counts the CPU that tar, zstd and the hashes take
             from the server
   download  BACKUP_BASE=s3://BUCKET/pN restore.sh --dry-run NAME  (download into
-            RESTORE_STAGING_DIR, fsync, verify every SHA-256)
+            RESTORE_STAGING_DIR, verify every SHA-256; a scratch copy, not fsynced)
                  vs  node + GetObject of the same objects, streamed to local files
 Ratios are throughput, anchor seconds / ours: the target is >= 0.9 for upload
 and download;
@@ -71,7 +71,7 @@ const stepLimitSeconds = (megabytes: number) => Math.max(300, megabytes)
  * The anchors: the bare SDK transfer, written to the work directory and run
  * by plain node. The client is configured as lib/storage/s3-client.ts does
  * it (path style for an endpoint, checksums only when required, the same
- * timeouts), without our Content-MD5 middleware, our hashing or our fsyncs.
+ * timeouts), without our Content-MD5 middleware or our hashing.
  */
 const ANCHOR = `// bench-s3 anchor: node anchor.mjs put BUCKET KEY FILE|- PART_SIZE QUEUE_SIZE | get BUCKET PREFIX DIR
 import { createReadStream, createWriteStream } from 'node:fs'
@@ -408,7 +408,7 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, reporter 
     for (const r of rows) {
       reporter.line(`${r.step}: ours ${r.oursMiBs.toFixed(0)} MiB/s, anchor ${r.anchorMiBs.toFixed(0)} MiB/s (peak RSS ${mb(r.anchorRss)})`)
     }
-    reporter.line(`stored: files.tar.zst ${formatBytes(archiveBytes)}, whole artifact ${formatBytes(artifactBytes)}; ours upload includes tar | zstd | SHA-256, ours download the fsyncs and the SHA-256 check`)
+    reporter.line(`stored: files.tar.zst ${formatBytes(archiveBytes)}, whole artifact ${formatBytes(artifactBytes)}; ours upload includes tar | zstd | SHA-256, ours download the SHA-256 check`)
     reporter.result(
       { endpoint: s3env.AWS_ENDPOINT_URL, bucket, megabytes, runs, partSize: PART_SIZE, queueSize: QUEUE_SIZE, archiveBytes, artifactBytes, results: rows },
       's3 benchmark complete',
