@@ -37,9 +37,9 @@ DATABASE_URL's database; by default the database that was backed up). A new
 database is created beside the target; the dump is decompressed into
 RESTORE_STAGING_DIR (default the system temp dir; hashed again on the way:
 nothing unverified is used) and restored by one pg_restore --jobs, or, without
-room for that (or encrypted, or RESTORE_STAGE_DUMP=false), streamed into it with
-only its indexes and constraints built in parallel; after the checks it is
-swapped in under the target's name in one step. The database it replaces is kept as
+room for that (or on tmpfs, encrypted, formatVersion 1, RESTORE_STAGE_DUMP=false),
+streamed into it with only its indexes and constraints built in parallel; after
+the checks it is swapped in under the target's name in one step. The database it replaces is kept as
 <name>_pre_restore_<UTC stamp> until you drop it (or --drop-old). A failure or
 interrupt before the swap leaves the target exactly as it was. Sessions on the
 target are ended at the swap: stop the application first.

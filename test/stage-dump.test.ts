@@ -9,7 +9,7 @@ import { digestBuffer } from '../lib/pipeline/checksum.ts'
 import { canStage, roomToGoOn, stageDump, stagingReserve, stagingWanted, ROOM_CHECK_MS } from '../lib/postgres/stage-dump.ts'
 import type { DumpSource } from '../lib/postgres/restore.ts'
 import { DrError } from '../lib/cli/errors.ts'
-import { tempDir } from './helpers.ts'
+import { pathWithWrapped, tempDir } from './helpers.ts'
 
 const GiB = 1024 ** 3
 const plenty = async () => ({ free: 100 * GiB, reserve: GiB })
@@ -49,7 +49,7 @@ t.test('RESTORE_STAGE_DUMP: on unless false; a typo is refused', async (t) => {
 t.test('a memory file system (tmpfs) is used only when RESTORE_STAGING_DIR chose it', async (t) => {
   const { source, dir } = await sourceOf(t, Buffer.alloc(1024 * 1024, 'm'))
   const tmpfs = async () => ({ free: 100 * GiB, reserve: GiB, memory: true })
-  t.equal(await stageDump(source, join(dir, 'a.dump'), process.env, undefined, tmpfs), 'no-room')
+  t.equal(await stageDump(source, join(dir, 'a.dump'), process.env, undefined, tmpfs), 'memory')
   t.notOk(existsSync(join(dir, 'a.dump')))
   t.equal(await stageDump(source, join(dir, 'b.dump'), process.env, undefined, tmpfs, true), 'staged')
 })
@@ -124,6 +124,25 @@ t.test('a dump damaged before its checksum was taken, mid-stream: refused as dam
   t.ok(err instanceof DrError, String(err))
   t.equal((err as DrError).exitCode, 4)
   t.match((err as DrError).message, /the dump cannot be decompressed \(.*(Decoding error|[Cc]orrupt)/)
+  t.notOk(existsSync(out))
+})
+
+t.test('zstd stopped by the file-size limit (ulimit -f, SIGXFSZ): no room, streamed instead; nothing left', async (t) => {
+  const { source, dir } = await sourceOf(t, randomBytes(4 * 1024 * 1024))
+  const out = join(dir, 'staged.dump')
+  const PATH = pathWithWrapped(t, 'zstd', 'ulimit -f 64\nexec "$REAL" "$@"')
+  t.equal(await stageDump(source, out, { ...process.env, PATH }, undefined, plenty), 'no-room')
+  t.notOk(existsSync(out))
+})
+
+t.test('zstd killed from outside: one line saying so, not a damaged artifact; nothing left', async (t) => {
+  const { source, dir } = await sourceOf(t, randomBytes(4 * 1024 * 1024))
+  const out = join(dir, 'staged.dump')
+  const PATH = pathWithWrapped(t, 'zstd', 'kill -KILL $$')
+  const err = await stageDump(source, out, { ...process.env, PATH }, undefined, plenty).then(() => null, (e: unknown) => e)
+  t.ok(err instanceof DrError, String(err))
+  t.equal((err as DrError).exitCode, 1)
+  t.match((err as DrError).message, /zstd was killed by signal 9 while staging the dump/)
   t.notOk(existsSync(out))
 })
 

@@ -20,15 +20,19 @@ import { createDatabase, databaseExists, dropDatabase, serverInfo } from '../pos
 import { renameDatabase, swapDatabases } from '../postgres/swap.ts'
 
 /** What the operator is told when the dump has been staged, or could not be for lack of room. */
-export function stagingNotes(reporter: Reporter, jobs: number): { onStaged: () => void; onNoRoom: () => void } {
+export function stagingNotes(reporter: Reporter, jobs: number): { onStaged: () => void; onNotStaged: (why: 'no-room' | 'memory') => void } {
   return {
     onStaged: () => {
       reporter.endProgress()
       reporter.line(`postgres: dump verified and staged; schema, data and indexes with pg_restore --jobs=${jobs}`)
     },
-    onNoRoom: () => {
+    onNotStaged: (why) => {
       reporter.endProgress()
-      reporter.line('postgres: too little room to stage the dump (RESTORE_STAGING_DIR); streaming it instead, data in one process')
+      reporter.line(
+        why === 'memory'
+          ? 'postgres: the temp directory is a memory file system (tmpfs); streaming the dump instead, data in one process (set RESTORE_STAGING_DIR to a directory on a disk to stage it)'
+          : 'postgres: too little room to stage the dump (RESTORE_STAGING_DIR); streaming it instead, data in one process',
+      )
     },
   }
 }

@@ -25,8 +25,8 @@ export interface NewDatabaseRestore {
   onProgress?: (bytes: number) => void
   /** The dump is staged and pg_restore --jobs starts: no byte counts from here on. */
   onStaged?: () => void
-  /** Staging would have been used but the staging file system is short of room: streamed instead. */
-  onNoRoom?: () => void
+  /** Staging would have been used, but the staging file system is short of room or is memory (tmpfs): streamed instead. */
+  onNotStaged?: (why: 'no-room' | 'memory') => void
 }
 
 /** A restored database nobody uses yet; the caller swaps it in, renames it, or drops it. */
@@ -42,7 +42,8 @@ export interface RestoredDatabase {
  * verified dump into it: staged and with pg_restore --jobs when it can
  * (stage-dump.ts), else streamed (restoreStreamed). Nothing that exists is
  * touched; a failure or an interrupt at any point drops what was created
- * and removes the staged table of contents.
+ * and removes the staging directory (the staged dump, or the copied table
+ * of contents).
  */
 /**
  * An encrypted dump is streamed, and the head copy it needs is plaintext
@@ -68,11 +69,11 @@ export async function restoreIntoNewDatabase(conn: PgConnection, opts: NewDataba
   const drop = () => dropDatabase(target, opts.name)
   let releaseDb = () => {}
   try {
-    // Staged first, before anything is created: a dump that fails its checksum here costs nothing.
+    // Staged first, before the new database is created: a dump that fails its checksum here leaves nothing to drop.
     const stagedPath = join(staging, 'postgres.dump')
-    const wanted = canStage(opts.source, conn.env)
-    const staged = wanted && (await stageDump(opts.source, stagedPath, conn.env, opts.onProgress, undefined, opts.stagingDir !== undefined)) === 'staged'
-    if (wanted && !staged) opts.onNoRoom?.()
+    const outcome = canStage(opts.source, conn.env) ? await stageDump(opts.source, stagedPath, conn.env, opts.onProgress, undefined, opts.stagingDir !== undefined) : null
+    const staged = outcome === 'staged'
+    if (outcome === 'no-room' || outcome === 'memory') opts.onNotStaged?.(outcome)
     // An interrupt during staging has run its cleanups already: create nothing they would have had to drop.
     if (interrupted()) throw new InterruptedBeforeCritical('creating the new database')
     await createDatabase(target, opts.name, opts.settings)

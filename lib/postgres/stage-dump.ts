@@ -63,6 +63,9 @@ async function freeAndReserve(dir: string): Promise<{ free: number; reserve: num
   return { free: s.bavail * s.bsize, reserve: stagingReserve(s.blocks * s.bsize), memory: s.type === TMPFS_MAGIC }
 }
 
+/** Signal 25: a write past the file-size limit (ulimit -f). */
+const SIGXFSZ = 25
+
 /** zstd's own words for a staging file system that filled up or refused to grow. */
 const NO_ROOM = /No space left|Disk quota exceeded|File too large/i
 
@@ -71,8 +74,9 @@ const NO_ROOM = /No space left|Disk quota exceeded|File too large/i
  * directory), hashing the stored bytes on the way; `path` is complete and
  * the bytes matched their checksum when this resolves 'staged'. When the
  * file system runs short of room (see stagingReserve) it stops, removes
- * the file and resolves 'no-room', and the caller streams instead: nothing
- * has been touched either way. Changed or undecodable bytes reject.
+ * the file and resolves 'no-room' ('memory' when the directory is a tmpfs
+ * nobody chose), and the caller streams instead: nothing has been touched
+ * either way. Changed or undecodable bytes reject.
  */
 export async function stageDump(
   source: DumpSource,
@@ -83,14 +87,20 @@ export async function stageDump(
   room: (dir: string) => Promise<{ free: number; reserve: number; memory?: boolean }> = freeAndReserve,
   /** RESTORE_STAGING_DIR was set: the operator chose this file system, tmpfs included. */
   chosen = false,
-): Promise<'staged' | 'no-room'> {
+): Promise<'staged' | 'no-room' | 'memory'> {
   const dir = dirname(path)
   const start = await room(dir)
-  if (start.memory && !chosen) return 'no-room'
+  if (start.memory && !chosen) return 'memory'
   // Room for the dump at its least expansion, and as much again for the database (see roomToGoOn).
   if (!roomToGoOn(start.free, start.reserve, 2 * source.file.digest.size * MIN_EXPANSION)) return 'no-room'
   const out = await open(path, 'wx', 0o600)
   let short = false
+  /** We killed zstd ourselves (no room, a failed or changed feed): its exit status then says nothing. */
+  let killed = false
+  const stop = () => {
+    killed = true
+    zstd.kill('SIGKILL')
+  }
   const zstd = (() => {
     try {
       return spawnTool('zstd', ['-d', '-q', '-c'], { env, stdin: 'pipe', stdout: out.fd, missing: runtimeError('zstd not found on PATH', 'install it (apt-get install zstd)') })
@@ -103,7 +113,7 @@ export async function stageDump(
       ([{ free, reserve }, st]) => {
         if (roomToGoOn(free, reserve, st.size)) return
         short = true
-        zstd.kill('SIGKILL')
+        stop()
       },
       () => {},
     )
@@ -111,23 +121,36 @@ export async function stageDump(
   try {
     let feedError: unknown
     try {
-      for await (const chunk of verifiedBytes(source.file.handle, source.file.digest, () => zstd.kill('SIGKILL'), onProgress)) {
-        await writeAll(zstd.stdin!, chunk)
+      for await (const chunk of verifiedBytes(source.file.handle, source.file.digest, stop, onProgress)) {
+        // A write that fails means zstd went away: its exit status tells why (below), the broken pipe does not.
+        const wrote = await writeAll(zstd.stdin!, chunk).then(
+          () => true,
+          (err: unknown) => {
+            feedError = err
+            return false
+          },
+        )
+        if (!wrote) break
       }
-      zstd.stdin!.end()
+      if (feedError === undefined) zstd.stdin!.end()
     } catch (err) {
+      // Reading the artifact failed (or its bytes changed): that is the story, zstd is stopped.
       feedError = err
-      zstd.kill('SIGKILL')
+      stop()
     }
     const exit = await zstd.exited
     if (feedError instanceof DigestMismatch) throw changedAfterVerification(source.file.name, 'nothing was restored')
     const why = oneLine(zstd.stderr())
-    if (short || NO_ROOM.test(why)) {
+    // SIGXFSZ: the file grew past the process's file-size limit (ulimit -f), which zstd cannot report.
+    if (short || NO_ROOM.test(why) || exit === 128 + SIGXFSZ) {
       await rm(path, { force: true })
       return 'no-room'
     }
     // zstd's own failure explains a feed cut short (EPIPE): decide from it first, unless we killed it.
-    if (exit !== 0 && exit !== 128 + 9) {
+    if (exit !== 0 && !killed) {
+      if (exit > 128) {
+        throw runtimeError(`zstd was killed by signal ${exit - 128} while staging the dump (out of memory, or stopped from outside)`, 'run the restore again, or set RESTORE_STAGE_DUMP=false to stream')
+      }
       if (/write error/i.test(why)) throw runtimeError(`cannot write the staged dump in ${dir}: ${why}`, 'check that file system (RESTORE_STAGING_DIR), or set RESTORE_STAGE_DUMP=false to stream')
       throw verificationError(`the dump cannot be decompressed (${why || `exit status ${exit}`})`, 'the artifact is damaged; use another backup')
     }

@@ -139,7 +139,9 @@ export class MultipartUpload extends Writable {
   private async dispatch(buffer: Buffer, length: number): Promise<void> {
     const { bucket, key, contentType } = this.target
     if (this.uploadId === undefined) {
-      // Tracked in flight, so that a destroy meanwhile waits for the upload id and aborts it.
+      // Tracked in flight, so that a destroy meanwhile waits for it to settle. A destroy aborts the
+      // request, so an upload the server created anyway is left to the caller's backstop
+      // (S3Writer lists and aborts the key's uploads after any failure, discard() too).
       const creating = this.asRequest(this.target.client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key, ContentType: contentType }), this.request))
       const tracked = creating.then(
         (answer) => {
