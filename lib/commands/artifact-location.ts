@@ -1,4 +1,5 @@
-import { mkdtemp, rm } from 'node:fs/promises'
+import { rm } from 'node:fs/promises'
+import { makeScratchDir } from '../artifact/scratch-dir.ts'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { checkWritableDir } from '../artifact/destination.ts'
@@ -76,7 +77,7 @@ export async function localArtifact(
   const origin = `${store.url}/${s3.name}`
   const parent = stagingDir ?? tmpdir()
   if (stagingDir) await checkWritableDir(stagingDir, 'RESTORE_STAGING_DIR')
-  const dir = await mkdtemp(join(parent, 'cdr-fetch-'))
+  const dir = await makeScratchDir(parent, 'cdr-fetch-')
   const cleanup = () => rm(dir, { recursive: true, force: true })
   const release = onInterrupt(cleanup)
   let downloaded: DownloadedFile[]

@@ -1,4 +1,5 @@
-import { access, mkdtemp, rm } from 'node:fs/promises'
+import { access, rm } from 'node:fs/promises'
+import { makeScratchDir } from '../artifact/scratch-dir.ts'
 import { constants } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -61,7 +62,7 @@ async function memoryBackedTmp(): Promise<string> {
 }
 
 export async function restoreIntoNewDatabase(conn: PgConnection, opts: NewDatabaseRestore): Promise<RestoredDatabase> {
-  const staging = await mkdtemp(join(opts.stagingDir ?? (opts.source.encrypted ? await memoryBackedTmp() : tmpdir()), 'conductor-restore-'))
+  const staging = await makeScratchDir(opts.stagingDir ?? (opts.source.encrypted ? await memoryBackedTmp() : tmpdir()), 'conductor-restore-')
   const unstage = () => rm(staging, { recursive: true, force: true })
   const releaseStaging = onInterrupt(unstage)
   const target = withDatabase(conn, opts.name)
