@@ -92,8 +92,6 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, repo
     await checkAppendable(report, '--report')
     await checkAppendable(historyPathFor(report), 'the drill history')
   }
-  // RESTORE_STAGE_DUMP is read where the dump is staged; a typo is refused here, before anything runs.
-  stagingWanted(env)
   const { result, failure } = await runDrill(
     {
       artifact: positional[0],
@@ -109,6 +107,7 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, repo
       checks: checkSpecFromFlags(lists, flags),
       jobs: parseJobs(flags.jobs, env.RESTORE_JOBS),
       stagingDir: env.RESTORE_STAGING_DIR || undefined,
+      stage: stagingWanted(env),
       env,
       now: new Date(),
     },

@@ -82,8 +82,6 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, repo
     throw usageError('--drop-old and --jobs apply to the default restore, not to --in-place', 'drop --in-place, or drop those options')
   }
   const checks = checkSpecFromFlags(lists, flags)
-  // RESTORE_STAGE_DUMP is read where the dump is staged; a typo is refused here, before anything runs.
-  stagingWanted(env)
   const result = await runRestore(
     {
       artifact: positional[0],
@@ -97,6 +95,7 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, repo
       dropOld: Boolean(flags['drop-old']),
       jobs: parseJobs(flags.jobs, env.RESTORE_JOBS),
       stagingDir: env.RESTORE_STAGING_DIR || undefined,
+      stage: stagingWanted(env),
       now: new Date(),
       env,
     },

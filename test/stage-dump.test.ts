@@ -49,24 +49,24 @@ t.test('RESTORE_STAGE_DUMP: on unless false; a typo is refused', async (t) => {
 t.test('a memory file system (tmpfs) is used only when RESTORE_STAGING_DIR chose it', async (t) => {
   const { source, dir } = await sourceOf(t, Buffer.alloc(1024 * 1024, 'm'))
   const tmpfs = async () => ({ free: 100 * GiB, reserve: GiB, memory: true })
-  t.equal(await stageDump(source, join(dir, 'a.dump'), process.env, undefined, tmpfs), 'memory')
+  t.equal(await stageDump(source, join(dir, 'a.dump'), process.env, { room: tmpfs }), 'memory')
   t.notOk(existsSync(join(dir, 'a.dump')))
-  t.equal(await stageDump(source, join(dir, 'b.dump'), process.env, undefined, tmpfs, true), 'staged')
+  t.equal(await stageDump(source, join(dir, 'b.dump'), process.env, { room: tmpfs, chosen: true }), 'staged')
 })
 
 t.test('only zstd dumps in the clear are staged, unless RESTORE_STAGE_DUMP=false', async (t) => {
   const file = { handle: null as never, digest: { sha256: '', size: 0 }, name: 'x' }
-  t.ok(canStage({ file, compression: 'zstd', encrypted: false }, {}))
-  t.notOk(canStage({ file, compression: 'zstd', encrypted: false }, { RESTORE_STAGE_DUMP: 'false' }))
-  t.notOk(canStage({ file, compression: 'zstd', encrypted: true, identity: '/k' }, {}), 'never decrypted onto a disk')
-  t.notOk(canStage({ file, compression: undefined, encrypted: false }, {}), 'formatVersion 1 keeps the streamed path')
+  t.ok(canStage({ file, compression: 'zstd', encrypted: false }, stagingWanted({})))
+  t.notOk(canStage({ file, compression: 'zstd', encrypted: false }, stagingWanted({ RESTORE_STAGE_DUMP: 'false' })))
+  t.notOk(canStage({ file, compression: 'zstd', encrypted: true, identity: '/k' }, true), 'never decrypted onto a disk')
+  t.notOk(canStage({ file, compression: undefined, encrypted: false }, true), 'formatVersion 1 keeps the streamed path')
 })
 
 t.test('staged: the decompressed bytes, private', async (t) => {
   const plain = Buffer.concat([Buffer.from('PGDMP'), Buffer.alloc(3 * 1024 * 1024, 'row data ')])
   const { source, dir } = await sourceOf(t, plain)
   const out = join(dir, 'staged.dump')
-  t.equal(await stageDump(source, out, process.env, undefined, plenty), 'staged')
+  t.equal(await stageDump(source, out, process.env, { room: plenty }), 'staged')
   t.ok(readFileSync(out).equals(plain), 'byte for byte')
   t.equal(statSync(out).mode & 0o777, 0o600)
 })
@@ -74,7 +74,7 @@ t.test('staged: the decompressed bytes, private', async (t) => {
 t.test('no room at the start: not tried, nothing written', async (t) => {
   const { source, dir } = await sourceOf(t, Buffer.alloc(1024 * 1024, 'x'))
   const out = join(dir, 'staged.dump')
-  t.equal(await stageDump(source, out, process.env, undefined, async () => ({ free: 2 * GiB, reserve: 2 * GiB })), 'no-room')
+  t.equal(await stageDump(source, out, process.env, { room: async () => ({ free: 2 * GiB, reserve: 2 * GiB }) }), 'no-room')
   t.notOk(existsSync(out))
 })
 
@@ -92,7 +92,7 @@ t.test('room running out while staging: stopped, the partial file removed', asyn
     const until = Date.now() + ROOM_CHECK_MS * 2
     while (Date.now() < until) {}
   }
-  t.equal(await stageDump(source, out, process.env, slow, shrinking), 'no-room')
+  t.equal(await stageDump(source, out, process.env, { onProgress: slow, room: shrinking }), 'no-room')
   t.ok(calls >= 2, 'the room was checked while staging')
   t.notOk(existsSync(out), 'the partial file is gone')
 })
@@ -105,7 +105,7 @@ t.test('bytes changed after verification: refused, nothing left', async (t) => {
     writeFileSync(file, b)
   })
   const out = join(dir, 'staged.dump')
-  const err = await stageDump(source, out, process.env, undefined, plenty).then(() => null, (e: unknown) => e)
+  const err = await stageDump(source, out, process.env, { room: plenty }).then(() => null, (e: unknown) => e)
   t.ok(err instanceof DrError, String(err))
   t.equal((err as DrError).exitCode, 4)
   t.match((err as DrError).message, /postgres\.dump\.zst changed after it was verified; nothing was restored/)
@@ -120,7 +120,7 @@ t.test('a dump damaged before its checksum was taken, mid-stream: refused as dam
     writeFileSync(file, b)
   })
   const out = join(dir, 'staged.dump')
-  const err = await stageDump(source, out, process.env, undefined, plenty).then(() => null, (e: unknown) => e)
+  const err = await stageDump(source, out, process.env, { room: plenty }).then(() => null, (e: unknown) => e)
   t.ok(err instanceof DrError, String(err))
   t.equal((err as DrError).exitCode, 4)
   t.match((err as DrError).message, /the dump cannot be decompressed \(.*(Decoding error|[Cc]orrupt)/)
@@ -131,7 +131,7 @@ t.test('zstd stopped by the file-size limit (ulimit -f, SIGXFSZ): no room, strea
   const { source, dir } = await sourceOf(t, randomBytes(4 * 1024 * 1024))
   const out = join(dir, 'staged.dump')
   const PATH = pathWithWrapped(t, 'zstd', 'ulimit -f 64\nexec "$REAL" "$@"')
-  t.equal(await stageDump(source, out, { ...process.env, PATH }, undefined, plenty), 'no-room')
+  t.equal(await stageDump(source, out, { ...process.env, PATH }, { room: plenty }), 'no-room')
   t.notOk(existsSync(out))
 })
 
@@ -139,7 +139,7 @@ t.test('zstd killed from outside: one line saying so, not a damaged artifact; no
   const { source, dir } = await sourceOf(t, randomBytes(4 * 1024 * 1024))
   const out = join(dir, 'staged.dump')
   const PATH = pathWithWrapped(t, 'zstd', 'kill -KILL $$')
-  const err = await stageDump(source, out, { ...process.env, PATH }, undefined, plenty).then(() => null, (e: unknown) => e)
+  const err = await stageDump(source, out, { ...process.env, PATH }, { room: plenty }).then(() => null, (e: unknown) => e)
   t.ok(err instanceof DrError, String(err))
   t.equal((err as DrError).exitCode, 1)
   t.match((err as DrError).message, /zstd was killed by signal 9 while staging the dump/)
@@ -154,7 +154,7 @@ t.test('verified bytes that are not zstd: refused as damaged, nothing left', asy
   t.teardown(() => handle.close())
   const source: DumpSource = { file: { handle, digest: digestBuffer(readFileSync(file)), name: 'postgres.dump.zst' }, compression: 'zstd', encrypted: false }
   const out = join(dir, 'staged.dump')
-  const err = await stageDump(source, out, process.env, undefined, plenty).then(() => null, (e: unknown) => e)
+  const err = await stageDump(source, out, process.env, { room: plenty }).then(() => null, (e: unknown) => e)
   t.ok(err instanceof DrError, String(err))
   t.match((err as DrError).message, /the dump cannot be decompressed/)
   t.notOk(existsSync(out))

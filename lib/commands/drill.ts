@@ -32,6 +32,8 @@ export interface DrillOptions {
   /** pg_restore -j; default min(4, CPUs). */
   jobs: number | undefined
   stagingDir: string | undefined
+  /** RESTORE_STAGE_DUMP (default on): stage the dump for one parallel pg_restore when there is room. */
+  stage: boolean
   env: NodeJS.ProcessEnv
   now: Date
 }
@@ -149,6 +151,7 @@ export async function runDrill(opts: DrillOptions, reporter: Reporter): Promise<
           settings: pg,
           jobs,
           stagingDir: opts.stagingDir,
+          stage: opts.stage,
           onProgress: (bytes) => reporter.progress(`restoring ${pg.file}`, bytes),
           ...stagingNotes(reporter, jobs),
         })

@@ -52,6 +52,8 @@ export interface PostgresRestoreOptions {
   dropOld: boolean
   jobs: number | undefined
   stagingDir: string | undefined
+  /** RESTORE_STAGE_DUMP (default on): stage the dump for one parallel pg_restore when there is room. */
+  stage: boolean
   checks: CheckSpec | null
   env: NodeJS.ProcessEnv
   now: Date
@@ -189,6 +191,7 @@ export async function restorePostgres(
     propertiesFrom: exists ? database : undefined,
     jobs,
     stagingDir: opts.stagingDir,
+    stage: opts.stage,
     onProgress: (bytes) => reporter.progress(`restoring ${pg.file} into ${fresh}`, bytes),
     ...stagingNotes(reporter, jobs),
   })

@@ -21,6 +21,8 @@ export interface NewDatabaseRestore {
   /** An existing database whose settings and grants the new one should get (the one it will replace). */
   propertiesFrom?: string
   jobs: number
+  /** Stage the dump for one parallel pg_restore when it can (RESTORE_STAGE_DUMP, default on). */
+  stage: boolean
   /** RESTORE_STAGING_DIR: where the dump is staged (or, streamed, its table of contents copied) for pg_restore --jobs; default the system temp dir. */
   stagingDir?: string
   onProgress?: (bytes: number) => void
@@ -72,7 +74,9 @@ export async function restoreIntoNewDatabase(conn: PgConnection, opts: NewDataba
   try {
     // Staged first, before the new database is created: a dump that fails its checksum here leaves nothing to drop.
     const stagedPath = join(staging, 'postgres.dump')
-    const outcome = canStage(opts.source, conn.env) ? await stageDump(opts.source, stagedPath, conn.env, opts.onProgress, undefined, opts.stagingDir !== undefined) : null
+    const outcome = canStage(opts.source, opts.stage)
+      ? await stageDump(opts.source, stagedPath, conn.env, { onProgress: opts.onProgress, chosen: opts.stagingDir !== undefined })
+      : null
     const staged = outcome === 'staged'
     if (outcome === 'no-room' || outcome === 'memory') opts.onNotStaged?.(outcome)
     // An interrupt during staging has run its cleanups already: create nothing they would have had to drop.

@@ -92,6 +92,9 @@ export async function checkArchive(conn: PgConnection, source: DumpSource): Prom
   return { tocBytes: counter.bytes }
 }
 
+/** What a failed restore into a new database leaves (restore-new.ts drops it), for either way of restoring. */
+const NEW_DATABASE_FIX = 'the half-restored new database was dropped and the target left as it was; fix the cause and re-run'
+
 /** Margin over the measured table of contents: the head file must never end inside it. */
 const TOC_MARGIN = 1024 * 1024
 
@@ -130,7 +133,7 @@ export async function restoreStreamed(
       : err
   })
   if (feedError instanceof DigestMismatch) throw changedAfterVerification(source.file.name, 'nothing was restored')
-  const fix = 'the half-restored new database was dropped and the target left as it was; fix the cause and re-run'
+  const fix = NEW_DATABASE_FIX
   if (exitCode !== 0) throw failed(conn, 'pg_restore (schema and data)', { exitCode, stderr }, fix)
   if (feedError) throw feedError
 
@@ -150,7 +153,7 @@ export async function restoreStaged(conn: PgConnection, path: string, database: 
   const run = pgRestore(conn, [`--jobs=${jobs}`, '--exit-on-error', '--no-password', dbname, path], 'ignore')
   const exitCode = await run.exited
   if (exitCode !== 0) {
-    throw failed(conn, 'pg_restore', { exitCode, stderr: run.stderr() }, 'the half-restored new database was dropped and the target left as it was; fix the cause and re-run')
+    throw failed(conn, 'pg_restore', { exitCode, stderr: run.stderr() }, NEW_DATABASE_FIX)
   }
 }
 

@@ -20,11 +20,11 @@ import type { DumpSource } from './restore.ts'
  * Only for zstd dumps stored in the clear: a decrypted dump must not be
  * written to a disk, and formatVersion 1 dumps keep the streamed path.
  */
-export function canStage(source: DumpSource, env: NodeJS.ProcessEnv): boolean {
-  return source.compression === 'zstd' && !source.encrypted && stagingWanted(env)
+export function canStage(source: DumpSource, wanted: boolean): boolean {
+  return source.compression === 'zstd' && !source.encrypted && wanted
 }
 
-/** RESTORE_STAGE_DUMP: on unless set to false; a typo is refused (exit 2), read up front by the scripts. */
+/** RESTORE_STAGE_DUMP: on unless set to false; a typo is refused (exit 2). Read by the scripts, before anything runs. */
 export function stagingWanted(env: NodeJS.ProcessEnv): boolean {
   const raw = env.RESTORE_STAGE_DUMP
   return raw === undefined || raw.trim() === '' || parseSwitch(raw, 'RESTORE_STAGE_DUMP')
@@ -78,15 +78,19 @@ const NO_ROOM = /No space left|Disk quota exceeded|File too large/i
  * nobody chose), and the caller streams instead: nothing has been touched
  * either way. Changed or undecodable bytes reject.
  */
+export interface StageOptions {
+  onProgress?: (bytes: number) => void
+  /** RESTORE_STAGING_DIR was set: the operator chose this file system, tmpfs included. */
+  chosen?: boolean
+  /** Free and reserved bytes of the file system, and whether it is memory (tmpfs); tests shrink it. */
+  room?: (dir: string) => Promise<{ free: number; reserve: number; memory?: boolean }>
+}
+
 export async function stageDump(
   source: DumpSource,
   path: string,
   env: NodeJS.ProcessEnv,
-  onProgress?: (bytes: number) => void,
-  /** Free and reserved bytes of the file system, and whether it is memory (tmpfs); tests shrink it. */
-  room: (dir: string) => Promise<{ free: number; reserve: number; memory?: boolean }> = freeAndReserve,
-  /** RESTORE_STAGING_DIR was set: the operator chose this file system, tmpfs included. */
-  chosen = false,
+  { onProgress, chosen = false, room = freeAndReserve }: StageOptions = {},
 ): Promise<'staged' | 'no-room' | 'memory'> {
   const dir = dirname(path)
   const start = await room(dir)
@@ -154,8 +158,8 @@ export async function stageDump(
       if (/write error/i.test(why)) throw runtimeError(`cannot write the staged dump in ${dir}: ${why}`, 'check that file system (RESTORE_STAGING_DIR), or set RESTORE_STAGE_DUMP=false to stream')
       throw verificationError(`the dump cannot be decompressed (${why || `exit status ${exit}`})`, 'the artifact is damaged; use another backup')
     }
+    // Past this point zstd either succeeded or was stopped by us, which only a feed error or no room does.
     if (feedError !== undefined) throw feedError
-    if (exit !== 0) throw runtimeError(`zstd was stopped while staging the dump (exit status ${exit})`, 'run the restore again')
     return 'staged'
   } catch (err) {
     await rm(path, { force: true })

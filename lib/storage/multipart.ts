@@ -92,12 +92,6 @@ export class MultipartUpload extends Writable {
     this.take(chunk).then(() => done(), done)
   }
 
-  override _writev(chunks: { chunk: Buffer }[], done: (err?: Error | null) => void): void {
-    ;(async () => {
-      for (const { chunk } of chunks) await this.take(chunk)
-    })().then(() => done(), done)
-  }
-
   private async take(chunk: Buffer): Promise<void> {
     for (let offset = 0; offset < chunk.length; ) {
       if (this.current === null || this.filled === this.size) {
@@ -142,13 +136,12 @@ export class MultipartUpload extends Writable {
       // Tracked in flight, so that a destroy meanwhile waits for it to settle. A destroy aborts the
       // request, so an upload the server created anyway is left to the caller's backstop
       // (S3Writer lists and aborts the key's uploads after any failure, discard() too).
-      const creating = this.asRequest(this.target.client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key, ContentType: contentType }), this.request))
-      const tracked = creating.then(
+      const creating = this.asRequest(this.target.client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key, ContentType: contentType }), this.request)).then(
         (answer) => {
           this.uploadId = answer.UploadId
         },
-        () => {},
       )
+      const tracked = creating.catch(() => {})
       this.inFlight.add(tracked)
       try {
         await creating

@@ -16,18 +16,18 @@ import type { ArtifactWriter } from './store.ts'
 /** An empty object that reserves an artifact name while its run uploads (see S3Store.create). */
 export const CLAIM_FILE = '.claim'
 
-/**
- * One artifact being written to a bucket: data files as streamed
- * multipart uploads (aborted on failure or interrupt), then the sidecar
- * and the manifest, each only if its key is free.
- */
-/** One upload in flight: its pipe, and a promise that settles once both the pipe and the upload have. */
+/** One upload in flight, and a promise that settles once both its pipeline and the upload have. */
 interface Active {
   upload: MultipartUpload
   settled: Promise<unknown>
   cancelled: boolean
 }
 
+/**
+ * One artifact being written to a bucket: data files as streamed
+ * multipart uploads (aborted on failure or interrupt), then the sidecar
+ * and the manifest, each only if its key is free.
+ */
 export class S3Writer implements ArtifactWriter {
   private readonly written = new Set<string>()
   private readonly active = new Set<Active>()
