@@ -43,6 +43,9 @@ t.test('planRoles creates only what is missing and never alters an existing role
 t.test('parseRoles refuses anything that is not exactly a roles document', async (t) => {
   const good = { roles: [role('a')], memberships: [] }
   t.same(parseRoles(JSON.stringify(good)).roles[0]!.name, 'a')
+  for (const v of ['infinity', '-infinity', '2030-01-01T00:00:00+00:00']) {
+    t.equal(parseRoles(JSON.stringify({ roles: [role('a', { validUntil: v })], memberships: [] })).roles[0]!.validUntil, v, `validUntil ${v}`)
+  }
   const bad: Array<[string, unknown]> = [
     ['not JSON', '{'],
     ['no lists', {}],
@@ -70,7 +73,7 @@ t.test('a restore onto a server that lacks the owning roles creates them first, 
   // A name built to break SQL that is assembled from text; it must be created literally.
   const hostile = `cdr_x_${suffix}"; ALTER ROLE cdr_role_${suffix} SUPERUSER; --`
   t.teardown(() => psql('postgres', `DROP ROLE IF EXISTS ${owner}; DROP ROLE IF EXISTS "${hostile.replace(/"/g, '""')}";`))
-  psql('postgres', `CREATE ROLE ${owner} NOLOGIN CONNECTION LIMIT 3; CREATE ROLE "${hostile.replace(/"/g, '""')}" NOLOGIN; GRANT ${owner} TO "${hostile.replace(/"/g, '""')}";`)
+  psql('postgres', `CREATE ROLE ${owner} NOLOGIN CONNECTION LIMIT 3 VALID UNTIL 'infinity'; CREATE ROLE "${hostile.replace(/"/g, '""')}" NOLOGIN VALID UNTIL '2030-01-01 00:00:00+00'; GRANT ${owner} TO "${hostile.replace(/"/g, '""')}";`)
   // A role setting that spans lines and holds SQL: not carried, and never executed.
   psql('postgres', `ALTER ROLE ${owner} SET application_name = E'a\\n; ALTER ROLE ${owner} WITH SUPERUSER; SELECT ''';`)
   const db = scratchDatabase(t)
@@ -87,6 +90,8 @@ t.test('a restore onto a server that lacks the owning roles creates them first, 
   t.equal(psql(db, 'SELECT count(*) FROM owned;').trim(), '2')
   t.equal(psql('postgres', `SELECT rolcanlogin || ' ' || rolconnlimit || ' ' || rolsuper FROM pg_roles WHERE rolname = '${owner}';`).trim(), 'false 3 false', 'attributes as recorded, and not superuser')
   t.equal(psql('postgres', `SELECT count(*) FROM pg_roles WHERE rolname = '${hostile.replace(/'/g, "''")}';`).trim(), '1', 'the hostile name was created literally')
+  t.equal(psql('postgres', `SELECT rolvaliduntil FROM pg_roles WHERE rolname = '${owner}';`).trim(), 'infinity', "VALID UNTIL 'infinity' kept")
+  t.equal(psql('postgres', `SELECT rolvaliduntil AT TIME ZONE 'UTC' FROM pg_roles WHERE rolname = '${hostile.replace(/'/g, "''")}';`).trim(), '2030-01-01 00:00:00', 'VALID UNTIL a date kept')
   t.equal(
     psql('postgres', `SELECT count(*) FROM pg_auth_members WHERE roleid = '${owner}'::regrole AND member = (SELECT oid FROM pg_roles WHERE rolname = '${hostile.replace(/'/g, "''")}');`).trim(),
     '1',

@@ -66,6 +66,9 @@ const bool = (v: unknown, what: string) => {
   return v
 }
 
+/** rolvaliduntil as PostgreSQL writes it to JSON: a time, or (-)infinity (`VALID UNTIL 'infinity'`, a common idiom). */
+const isValidUntil = (v: unknown): boolean => typeof v === 'string' && (v === 'infinity' || v === '-infinity' || !Number.isNaN(Date.parse(v)))
+
 /** Strict reading of roles.json: every field typed, or the restore stops before touching anything. */
 export function parseRoles(text: string): RolesDoc {
   let raw: unknown
@@ -79,7 +82,7 @@ export function parseRoles(text: string): RolesDoc {
     if (!isObj(r)) throw bad(`roles[${i}] must be an object`)
     const limit = r.connectionLimit
     if (!Number.isSafeInteger(limit) || (limit as number) < -1) throw bad(`roles[${i}].connectionLimit must be a whole number`)
-    if (r.validUntil !== null && (typeof r.validUntil !== 'string' || Number.isNaN(Date.parse(r.validUntil)))) throw bad(`roles[${i}].validUntil must be a time or null`)
+    if (r.validUntil !== null && !isValidUntil(r.validUntil)) throw bad(`roles[${i}].validUntil must be a time, infinity or null`)
     if (r.password !== undefined && r.password !== null && typeof r.password !== 'string') throw bad(`roles[${i}].password must be a string`)
     return {
       name: name(r.name, `roles[${i}].name`),
