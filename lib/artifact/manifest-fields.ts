@@ -14,8 +14,6 @@ export function field<T>(obj: Json, key: string, check: (v: unknown) => v is T, 
 export const isString = (v: unknown): v is string => typeof v === 'string' && v.length > 0
 export const isText = (v: unknown): v is string => typeof v === 'string'
 export const isSize = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0
-/** What PostgreSQL can name a database: 1 to 63 bytes (NAMEDATALEN - 1), no NUL. */
-export const isDatabaseName = (v: unknown): v is string => typeof v === 'string' && v.length > 0 && !v.includes('\0') && Buffer.byteLength(v) <= 63
 export const isSha = (v: unknown): v is string => typeof v === 'string' && /^[0-9a-f]{64}$/.test(v)
 /** A UTC time as toISOString() writes it, and a real one: Date.parse takes 2026-02-30 as 2 March, so the date must round-trip. */
 export const isIsoDate = (v: unknown): v is string =>

@@ -1,6 +1,7 @@
 import { MANIFEST_FILE } from './naming.ts'
+import { isPgIdentifier } from '../postgres/identifier.ts'
 import { verificationError } from '../cli/errors.ts'
-import { field, isDatabaseName, isIsoDate, isObject, isSha, isSize, isString, isText, malformed } from './manifest-fields.ts'
+import { field, isIsoDate, isObject, isSha, isSize, isString, isText, malformed } from './manifest-fields.ts'
 import { parseEncryption, parseFilesystem, type EncryptionSection, type FilesystemSection } from './manifest-tree.ts'
 
 /**
@@ -173,7 +174,7 @@ function parsePostgres(value: unknown, files: ManifestFile[]): PostgresSection {
     status: 'dumped',
     file,
     format: 'custom',
-    database: field(value, 'database', isDatabaseName, 'a PostgreSQL database name (1 to 63 bytes, no NUL)', where),
+    database: field(value, 'database', isPgIdentifier, 'a PostgreSQL database name (1 to 63 bytes, no NUL)', where),
     encoding: field(value, 'encoding', isString, 'an encoding name', where),
     collate: field(value, 'collate', isText, 'a locale name', where),
     ctype: field(value, 'ctype', isText, 'a locale name', where),

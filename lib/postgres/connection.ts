@@ -1,3 +1,4 @@
+import { isPgIdentifier } from './identifier.ts'
 import { usageError } from '../cli/errors.ts'
 import { quoteValue } from '../cli/escape.ts'
 
@@ -133,7 +134,7 @@ export function conninfoQuote(key: string, value: string): string {
 
 /** PostgreSQL cuts identifiers at 63 bytes (NAMEDATALEN - 1): a longer name would silently become another one. */
 export function checkDatabaseName(name: string, what: string): string {
-  if (name === '' || name.includes('\0') || Buffer.byteLength(name) > 63) {
+  if (!isPgIdentifier(name)) {
     throw usageError(`${what} ${quoteValue(name, 80)} is not a usable database name`, 'use a non-empty name of at most 63 bytes')
   }
   return name

@@ -1,3 +1,4 @@
+import { isPgIdentifier } from './identifier.ts'
 import { randomBytes } from 'node:crypto'
 import { verificationError } from '../cli/errors.ts'
 import { psql } from './client.ts'
@@ -58,7 +59,7 @@ export async function dumpRoles(conn: PgConnection, withPasswords: boolean): Pro
 const bad = (what: string) => verificationError(`roles.json is malformed: ${what}`, 'the artifact is damaged; use another backup')
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
 const name = (v: unknown, what: string) => {
-  if (typeof v !== 'string' || v === '' || v.includes('\0') || Buffer.byteLength(v) > 63) throw bad(`${what} must be a role name`)
+  if (!isPgIdentifier(v)) throw bad(`${what} must be a role name`)
   return v
 }
 const bool = (v: unknown, what: string) => {
