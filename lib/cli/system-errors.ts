@@ -7,6 +7,19 @@ import { quoteValue } from './escape.ts'
  * here rather than as "internal error": a bug is code we wrote, not a
  * path the kernel refused.
  */
+/** The same conditions in the words of a child that wrote a file itself (zstd, age quote strerror). */
+const TOOL_WORDS: [RegExp, string][] = [
+  [/No space left on device/i, 'ENOSPC'],
+  [/Disk quota exceeded/i, 'EDQUOT'],
+  [/File too large/i, 'EFBIG'],
+]
+
+/** A child process that failed writing `path` for one of the reasons above, or undefined. SIGXFSZ (exit 153) is a file-size limit. */
+export function fromToolWriteFailure(stderr: string, exit: number, path: string): DrError | undefined {
+  const code = exit === 128 + 25 ? 'EFBIG' : TOOL_WORDS.find(([re]) => re.test(stderr))?.[1]
+  return code ? fromSystemError(Object.assign(new Error(code), { code, path })) : undefined
+}
+
 export function fromSystemError(err: unknown): DrError | undefined {
   const e = err as NodeJS.ErrnoException
   if (!e || typeof e.code !== 'string' || e.code.startsWith('ERR_')) return undefined

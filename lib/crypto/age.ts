@@ -116,8 +116,9 @@ export async function recipientsFromEnv(env: NodeJS.ProcessEnv): Promise<Recipie
 }
 
 /** `age -e -r KEY…`: reads `input` (another child's stdout, joined by the OS), writes the ciphertext. */
-export function encryptor(input: Readable | 'pipe', recipients: Recipients, env: NodeJS.ProcessEnv): Tool {
-  return spawnTool('age', ['-e', ...recipients.keys.flatMap((k) => ['-r', k])], { env, stdin: input, stdout: 'pipe', missing })
+/** `output`: 'pipe' to read it here, or a descriptor to write a file directly. */
+export function encryptor(input: Readable | 'pipe', recipients: Recipients, env: NodeJS.ProcessEnv, output: 'pipe' | number = 'pipe'): Tool {
+  return spawnTool('age', ['-e', ...recipients.keys.flatMap((k) => ['-r', k])], { env, stdin: input, stdout: output, missing })
 }
 
 /** `age -d -i FILE`: the identity stays in its file; only its path is on the command line. */

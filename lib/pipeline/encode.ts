@@ -2,17 +2,19 @@ import { PassThrough, type Readable, type Writable } from 'node:stream'
 import type { ManifestFile } from '../artifact/manifest.ts'
 import { runtimeError } from '../cli/errors.ts'
 import { oneLine } from '../cli/redact.ts'
+import { fromToolWriteFailure } from '../cli/system-errors.ts'
 import { AGE_SUFFIX, encryptor, type Recipients } from '../crypto/age.ts'
 import type { ArtifactWriter } from '../storage/store.ts'
-import { DigestStream } from './checksum.ts'
+import { DigestStream, type Digest } from './checksum.ts'
 import type { Tool } from './spawn.ts'
 import { compressor } from './zstd.ts'
 
 /**
  * The write half of the filter chain (pgBackRest's filter group): bytes
  * → zstd → age → hash → store. zstd and age are child processes joined by
- * OS pipes; only the stored bytes pass through this process, once, to be
- * hashed on their way to the store.
+ * OS pipes. On a bucket the stored bytes pass through this process, once,
+ * hashed on their way to the upload; on a local store the last child
+ * writes the file itself and the file is hashed as it grows.
  */
 export interface Encoding {
   compress: boolean
@@ -40,45 +42,64 @@ export function storeEncoded(
   /** About how many bytes will be stored, when known (sizes a bucket's multipart parts). */
   expectedBytes?: number,
 ): EncodedFile {
+  const file = encoding.recipients ? name + AGE_SUFFIX : name
+  // On a local store the last child writes the file itself and the bytes are hashed from the file.
+  const direct = encoding.compress || encoding.recipients ? writer.directFile?.(file) : undefined
   const tools: { what: string; tool: Tool }[] = []
   // Each stage reads the previous child's stdout through the OS, or 'pipe' for bytes we write.
   let upstream: Readable | 'pipe' = input
-  if (encoding.compress) {
-    const zstd = compressor(upstream, env)
-    tools.push({ what: 'zstd', tool: zstd })
-    upstream = zstd.stdout!
-  }
-  if (encoding.recipients) {
-    const age = encryptor(upstream, encoding.recipients, env)
-    tools.push({ what: 'age', tool: age })
-    upstream = age.stdout!
+  try {
+    if (encoding.compress) {
+      const zstd = compressor(upstream, env, direct && !encoding.recipients ? direct.fd : 'pipe')
+      tools.push({ what: 'zstd', tool: zstd })
+      upstream = zstd.stdout!
+    }
+    if (encoding.recipients) {
+      const age = encryptor(upstream, encoding.recipients, env, direct ? direct.fd : 'pipe')
+      tools.push({ what: 'age', tool: age })
+      upstream = age.stdout!
+    }
+  } catch (err) {
+    tools.forEach(({ tool }) => tool.kill())
+    direct?.finish(Promise.reject(err)).catch(() => {}) // closes the descriptor
+    throw err
   }
   let stdin: Writable | null = input === 'pipe' ? (tools[0]?.tool.stdin ?? null) : null
-  let stream: Readable
-  if (upstream === 'pipe') {
-    const pass = new PassThrough()
-    stdin = pass
-    stream = pass
-  } else stream = upstream
-  const file = encoding.recipients ? name + AGE_SUFFIX : name
-  const digest = new DigestStream(onProgress)
   const kill = () => tools.forEach(({ tool }) => tool.kill())
-  const stored = writer.writeFile(file, stream.pipe(digest), expectedBytes)
+  const exitsOk = Promise.all(tools.map(({ tool }) => tool.exited)).then((exits) =>
+    exits.forEach((exit, i) => {
+      if (exit === 0) return
+      const { what, tool } = tools[i]!
+      const why = oneLine(tool.stderr())
+      throw (
+        fromToolWriteFailure(why, exit, `${writer.location}/${file}`) ??
+        runtimeError(`${what} failed while writing ${file}: ${why || `exit status ${exit}`}`, `check the ${what} installation and free space`)
+      )
+    }),
+  )
+  let stored: Promise<Digest>
+  if (direct) stored = direct.finish(exitsOk, onProgress)
+  else {
+    let stream: Readable
+    if (upstream === 'pipe') {
+      const pass = new PassThrough()
+      stdin = pass
+      stream = pass
+    } else stream = upstream
+    const digest = new DigestStream(onProgress)
+    stored = Promise.all([writer.writeFile(file, stream.pipe(digest), expectedBytes), exitsOk]).then(() => digest.digest())
+  }
   const done = (async (): Promise<ManifestFile> => {
+    let digest: Digest
     try {
-      const [, ...exits] = await Promise.all([stored, ...tools.map(({ tool }) => tool.exited)])
-      exits.forEach((exit, i) => {
-        if (exit !== 0) {
-          const { what, tool } = tools[i]!
-          throw runtimeError(`${what} failed while writing ${file}: ${oneLine(tool.stderr()) || `exit status ${exit}`}`, `check the ${what} installation and free space`)
-        }
-      })
+      digest = await stored
     } catch (err) {
       kill()
       throw err
     }
-    return { path: file, ...digest.digest(), ...(encoding.recipients ? { encryption: 'age' as const } : {}) }
+    return { path: file, ...digest, ...(encoding.recipients ? { encryption: 'age' as const } : {}) }
   })()
   done.catch(() => {}) // observed by the caller; a failure elsewhere first must not count as unhandled
+  exitsOk.catch(() => {}) // reported through `done`
   return { stdin, file, done, kill }
 }

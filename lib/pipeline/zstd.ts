@@ -11,8 +11,9 @@ export const ZSTD_LEVEL = 3
 
 const missing = runtimeError('zstd not found on PATH', 'install it (apt-get install zstd)')
 
-export function compressor(input: Readable | 'pipe', env: NodeJS.ProcessEnv): Tool {
-  return spawnTool('zstd', ['-T0', `-${ZSTD_LEVEL}`, '-q', '-c'], { env, stdin: input, stdout: 'pipe', missing })
+/** `output`: 'pipe' to read it here, or a descriptor to write a file directly. */
+export function compressor(input: Readable | 'pipe', env: NodeJS.ProcessEnv, output: 'pipe' | number = 'pipe'): Tool {
+  return spawnTool('zstd', ['-T0', `-${ZSTD_LEVEL}`, '-q', '-c'], { env, stdin: input, stdout: output, missing })
 }
 
 export function decompressor(env: NodeJS.ProcessEnv, input: Readable | 'pipe' = 'pipe'): Tool {

@@ -1,4 +1,5 @@
-import { createWriteStream } from 'node:fs'
+import { close, createWriteStream, fsync, openSync } from 'node:fs'
+import { promisify } from 'node:util'
 import { lstat, mkdir, rm, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Readable } from 'node:stream'
@@ -8,7 +9,11 @@ import { exists, fsyncDir, fsyncFile, publishDir, writeFileSynced } from '../art
 import { MANIFEST_FILE, MANIFEST_SUM_FILE, partialName } from '../artifact/naming.ts'
 import { runtimeError } from '../cli/errors.ts'
 import { openRegular } from '../artifact/open.ts'
-import type { ArtifactWriter, Store } from './store.ts'
+import { followDigest } from '../pipeline/follow-digest.ts'
+import type { ArtifactWriter, DirectFile, Store } from './store.ts'
+
+const fsyncFd = promisify(fsync)
+const closeFd = promisify(close)
 
 /**
  * Artifacts as directories under one local directory. Work in progress is
@@ -78,6 +83,23 @@ class LocalWriter implements ArtifactWriter {
     const path = join(this.partial, file)
     await pipeline(source, createWriteStream(path, { flags: 'wx', mode: 0o600 }))
     await fsyncFile(path)
+  }
+
+  directFile(file: string): DirectFile {
+    // Read and write: the same descriptor is read back to hash what the child wrote.
+    const fd = openSync(join(this.partial, file), 'wx+', 0o600)
+    return {
+      fd,
+      finish: async (written, onProgress) => {
+        try {
+          const digest = await followDigest(fd, written, onProgress)
+          await fsyncFd(fd)
+          return digest
+        } finally {
+          await closeFd(fd).catch(() => {})
+        }
+      },
+    }
   }
 
   async publish(manifestText: string, sumText: string): Promise<void> {

@@ -1,5 +1,6 @@
 import type { Readable } from 'node:stream'
 import type { ArtifactEntry } from '../artifact/list.ts'
+import type { Digest } from '../pipeline/checksum.ts'
 
 /**
  * Where artifacts live: a local directory or an S3-compatible bucket.
@@ -48,6 +49,14 @@ export interface ArtifactWriter {
   writeFile(file: string, source: Readable, expectedBytes?: number): Promise<void>
 
   /**
+   * Local stores only: a new file of the artifact for a child process
+   * (zstd, age) to write through its own descriptor, so the stored bytes
+   * never pass through this process. A bucket has none: its uploads
+   * pass through this process anyway.
+   */
+  directFile?(file: string): DirectFile
+
+  /**
    * Makes the artifact complete: writes the sidecar, then the manifest,
    * neither overwriting anything that exists. Before this resolves the
    * artifact is not restorable; after it, it is.
@@ -56,4 +65,16 @@ export interface ArtifactWriter {
 
   /** Removes everything written so far (aborts unfinished uploads). Idempotent; does nothing after publish. */
   discard(): Promise<void>
+}
+
+/** A file being written by a child process; see ArtifactWriter.directFile. */
+export interface DirectFile {
+  /** Open for writing: the last process of the chain's stdout. */
+  readonly fd: number
+  /**
+   * Hashes the file as it is written and, once `written` resolves (the
+   * writer exited well), the rest; then makes it durable. Closes the
+   * descriptor whatever happens; rejects with `written`'s failure.
+   */
+  finish(written: Promise<unknown>, onProgress?: (bytes: number) => void): Promise<Digest>
 }
