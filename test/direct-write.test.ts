@@ -5,12 +5,13 @@ import { openSync, closeSync, readFileSync, readdirSync, writeFileSync, mkdirSyn
 import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
 import t from 'tap'
-import { followDigest, FLUSH_EVERY } from '../lib/pipeline/follow-digest.ts'
-import { BACKUP, filesEnv, run, sh, sha256Hex, tempDir } from './helpers.ts'
+import { followDigest, FLUSH_EVERY } from '../lib/pipeline/follow-file.ts'
+import { chainFailure } from '../lib/pipeline/encode.ts'
+import { ageKey, BACKUP, DUMP_ENABLED, filesEnv, pgEnv, psql, run, scratchDatabase, sh, sha256Hex, tempDir } from './helpers.ts'
 
-/** A child writing `pieces` to fd 1 with pauses between them; resolves with its exit status. */
+/** A child writing `pieces` to fd 1 with pauses between them (none after the last: it exits at once); resolves with its exit status. */
 function slowWriter(fd: number, pieces: string[]): Promise<number> {
-  const script = pieces.map((p) => `${p}; sleep 0.03`).join('; ')
+  const script = pieces.join('; sleep 0.03; ')
   const child = spawn('sh', ['-c', script], { stdio: ['ignore', fd, 'ignore'] })
   return new Promise((resolve) => child.on('close', (code) => resolve(code ?? 1)))
 }
@@ -55,17 +56,48 @@ t.test('a writer that fails rejects with its failure, without waiting for more b
   }
 })
 
-t.test('zstd stopped by a file-size limit: one line naming it, exit 1, nothing published', async (t) => {
+t.test('a file-size limit met by the child that writes the file: one line naming it, exit 1, nothing published', async (t) => {
   const tree = join(tempDir(t), 'tree')
   mkdirSync(tree)
   writeFileSync(join(tree, 'random.bin'), randomBytes(2 * 1024 * 1024))
-  const out = tempDir(t)
-  // ulimit -f is in KiB: the archive (2 MiB of random bytes) cannot fit, the tiny index can.
-  const r = await sh(`ulimit -f 512; exec ${BACKUP} --output '${out}' --path '${tree}'`, filesEnv())
-  t.equal(r.code, 1, 'runtime failure')
-  t.match(r.stderr, /file too large for this file system .*files\.tar\.zst/)
-  t.notMatch(r.stderr, /internal error|at .*\.ts:\d+/)
-  t.same(readdirSync(out), [], 'no artifact and no partial directory left')
+  const db = scratchDatabase(t)
+  // md5 text of random numbers: about half of it survives zstd, well over the limit.
+  psql(db, 'CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, md5(random()::text) || md5(random()::text) FROM generate_series(1, 60000) g')
+  const { recipient } = ageKey(t)
+  const cases: { name: string; args: string[]; env: NodeJS.ProcessEnv; file: RegExp }[] = [
+    { name: 'files, zstd writes', args: ['--path', tree], env: filesEnv(), file: /files\.tar\.zst'/ },
+    // age writes the file; zstd before it dies of the closed pipe, which must not be what is reported.
+    { name: 'files, age writes', args: ['--path', tree], env: filesEnv({ BACKUP_AGE_RECIPIENTS: recipient }), file: /files\.tar\.zst\.age'/ },
+    // pg_dump dies of the closed pipe too: the disk, not pg_dump, is the cause.
+    { name: 'database, zstd writes', args: [], env: pgEnv(db, DUMP_ENABLED), file: /postgres\.dump\.zst'/ },
+    { name: 'database, age writes', args: [], env: pgEnv(db, { ...DUMP_ENABLED, BACKUP_AGE_RECIPIENTS: recipient }), file: /postgres\.dump\.zst\.age'/ },
+  ]
+  for (const c of cases) {
+    const out = tempDir(t)
+    // ulimit -f is in KiB: the data cannot fit, the manifest-sized files can.
+    const r = await sh(`ulimit -f 256; exec ${BACKUP} --output '${out}' ${c.args.map((a) => `'${a}'`).join(' ')}`, c.env)
+    t.equal(r.code, 1, `${c.name}: runtime failure`)
+    t.match(r.stderr, /file too large for this file system/, `${c.name}: names the limit`)
+    t.match(r.stderr, c.file, `${c.name}: names the file`)
+    t.notMatch(r.stderr, /internal error|Broken pipe|Connection reset|at .*\.ts:\d+/, `${c.name}: no pipe noise, no stack`)
+    t.same(readdirSync(out), [], `${c.name}: no artifact and no partial directory left`)
+  }
+})
+
+t.test('which failure of a chain is reported (pure)', async (t) => {
+  const cases: { name: string; exits: { what: string; exit: number; stderr: string }[]; expect: RegExp | null }[] = [
+    { name: 'all well', exits: [{ what: 'zstd', exit: 0, stderr: '' }, { what: 'age', exit: 0, stderr: '' }], expect: null },
+    { name: 'age met a full disk, zstd a closed pipe', exits: [{ what: 'zstd', exit: 141, stderr: '' }, { what: 'age', exit: 1, stderr: 'age: error: write /x: no space left on device' }], expect: /^no space left on device/ },
+    { name: 'zstd reports the closed pipe in words', exits: [{ what: 'zstd', exit: 1, stderr: 'zstd: error 70 : Write error : Broken pipe' }, { what: 'age', exit: 1, stderr: 'age: error: something else' }], expect: /^age failed while writing f: age: error: something else/ },
+    { name: 'a size limit by signal', exits: [{ what: 'zstd', exit: 153, stderr: '' }], expect: /^file too large/ },
+    { name: 'quota, in the last child', exits: [{ what: 'zstd', exit: 0, stderr: '' }, { what: 'age', exit: 1, stderr: 'Disk quota exceeded' }], expect: /^disk quota exceeded/ },
+    { name: 'only broken pipes: the first is named', exits: [{ what: 'zstd', exit: 141, stderr: '' }], expect: /^zstd failed while writing f: exit status 141/ },
+  ]
+  for (const c of cases) {
+    const err = chainFailure(c.exits, 'f', '/a/f')
+    if (c.expect === null) t.equal(err, null, c.name)
+    else t.match(err?.message, c.expect, c.name)
+  }
 })
 
 t.test('a local backup made this way verifies and its digest is of the stored file', async (t) => {

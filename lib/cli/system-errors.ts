@@ -1,5 +1,6 @@
 import { DrError, inputError, runtimeError, usageError } from './errors.ts'
 import { quoteValue } from './escape.ts'
+import { constants } from 'node:os'
 
 /**
  * Errors from the OS that an operator or a damaged disk can cause, each
@@ -16,7 +17,7 @@ const TOOL_WORDS: [RegExp, string][] = [
 
 /** A child process that failed writing `path` for one of the reasons above, or undefined. SIGXFSZ (exit 153) is a file-size limit. */
 export function fromToolWriteFailure(stderr: string, exit: number, path: string): DrError | undefined {
-  const code = exit === 128 + 25 ? 'EFBIG' : TOOL_WORDS.find(([re]) => re.test(stderr))?.[1]
+  const code = exit === 128 + constants.signals.SIGXFSZ ? 'EFBIG' : TOOL_WORDS.find(([re]) => re.test(stderr))?.[1]
   return code ? fromSystemError(Object.assign(new Error(code), { code, path })) : undefined
 }
 

@@ -3,6 +3,7 @@ import type { ManifestFile } from '../artifact/manifest.ts'
 import { runtimeError } from '../cli/errors.ts'
 import type { EncodedFile } from '../pipeline/encode.ts'
 import { spawnTool } from '../pipeline/spawn.ts'
+import { brokenPipe } from '../pipeline/encode.ts'
 import { formatDuration } from '../policy/duration.ts'
 import { CONNECT_FIX, failed, notFound } from './client.ts'
 import { clientCommand } from './client-path.ts'
@@ -37,7 +38,8 @@ export async function dumpDatabase(conn: PgConnection, store: (stdout: Readable)
     encoded.kill()
     // pg_dump's own failure explains a broken pipe downstream better than the pipe does.
     const exit = await dump.exited.catch(() => 0)
-    if (exit !== 0 && exit !== 128 + 15) throw dumpFailure(conn, exit, dump.stderr(), opts)
+    const pipeOnly = brokenPipe({ what: 'pg_dump', exit, stderr: dump.stderr() })
+    if (exit !== 0 && exit !== 128 + 15 && !pipeOnly) throw dumpFailure(conn, exit, dump.stderr(), opts)
     throw err
   }
   if (dumpExit !== 0) throw dumpFailure(conn, dumpExit, dump.stderr(), opts)

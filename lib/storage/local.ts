@@ -9,7 +9,7 @@ import { exists, fsyncDir, fsyncFile, publishDir, writeFileSynced } from '../art
 import { MANIFEST_FILE, MANIFEST_SUM_FILE, partialName } from '../artifact/naming.ts'
 import { runtimeError } from '../cli/errors.ts'
 import { openRegular } from '../artifact/open.ts'
-import { followDigest } from '../pipeline/follow-digest.ts'
+import { followDigest } from '../pipeline/follow-file.ts'
 import type { ArtifactWriter, DirectFile, Store } from './store.ts'
 
 const fsyncFd = promisify(fsync)
@@ -87,9 +87,11 @@ class LocalWriter implements ArtifactWriter {
 
   directFile(file: string): DirectFile {
     // Read and write: the same descriptor is read back to hash what the child wrote.
-    const fd = openSync(join(this.partial, file), 'wx+', 0o600)
+    const path = join(this.partial, file)
+    const fd = openSync(path, 'wx+', 0o600)
     return {
       fd,
+      path,
       finish: async (written, onProgress) => {
         try {
           const digest = await followDigest(fd, written, onProgress)

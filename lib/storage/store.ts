@@ -71,6 +71,8 @@ export interface ArtifactWriter {
 export interface DirectFile {
   /** Open for writing: the last process of the chain's stdout. */
   readonly fd: number
+  /** Where it is, for messages. */
+  readonly path: string
   /**
    * Hashes the file as it is written and, once `written` resolves (the
    * writer exited well), the rest; then makes it durable. Closes the
