@@ -1,4 +1,4 @@
-import { open, rm, stat, statfs } from 'node:fs/promises'
+import { open, rm, stat, statfs, type FileHandle } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { changedAfterVerification } from '../artifact/verified-file.ts'
 import { runtimeError, verificationError } from '../cli/errors.ts'
@@ -7,6 +7,8 @@ import { parseSwitch } from '../cli/switches.ts'
 import { DigestMismatch, verifiedBytes } from '../pipeline/checksum.ts'
 import { spawnTool } from '../pipeline/spawn.ts'
 import { writeAll } from '../pipeline/write-all.ts'
+import { followFile } from '../pipeline/follow-file.ts'
+import { BlockWalker, offsetPatches, readTocLayout, type TocLayout } from './dump-offsets.ts'
 import type { DumpSource } from './restore.ts'
 
 /**
@@ -97,7 +99,8 @@ export async function stageDump(
   if (start.memory && !chosen) return 'memory'
   // Room for the dump at its least expansion, and as much again for the database (see roomToGoOn).
   if (!roomToGoOn(start.free, start.reserve, 2 * source.file.digest.size * MIN_EXPANSION)) return 'no-room'
-  const out = await open(path, 'wx', 0o600)
+  // Read and write: the staged copy is read back as it grows to find its data blocks (dump-offsets.ts).
+  const out = await open(path, 'wx+', 0o600)
   let short = false
   /** We killed zstd ourselves (no room, a failed or changed feed): its exit status then says nothing. */
   let killed = false
@@ -108,10 +111,13 @@ export async function stageDump(
   const zstd = (() => {
     try {
       return spawnTool('zstd', ['-d', '-q', '-c'], { env, stdin: 'pipe', stdout: out.fd, missing: runtimeError('zstd not found on PATH', 'install it (apt-get install zstd)') })
-    } finally {
-      out.close().catch(() => {}) // the child has its own copy of the descriptor
+    } catch (err) {
+      out.close().catch(() => {})
+      throw err
     }
   })()
+  const offsets = locateBlocks(out.fd, zstd.exited)
+  offsets.catch(() => {}) // awaited once zstd is done; a failure here only means no offsets
   const watch = setInterval(() => {
     Promise.all([room(dir), stat(path)]).then(
       ([{ free, reserve }, st]) => {
@@ -160,11 +166,58 @@ export async function stageDump(
     }
     // Past this point zstd either succeeded or was stopped by us, which only a feed error or no room does.
     if (feedError !== undefined) throw feedError
+    await writeOffsets(out, await offsets)
     return 'staged'
   } catch (err) {
     await rm(path, { force: true })
     throw err
   } finally {
     clearInterval(watch)
+    await offsets.catch(() => {}) // done reading before the descriptor goes
+    await out.close().catch(() => {})
   }
+}
+
+/** A table of contents bigger than this (tens of thousands of objects) is not worth holding: no offsets. */
+const MAX_TOC = 64 * 1024 * 1024
+
+/**
+ * Follows the staged copy as zstd writes it and finds each data block
+ * (dump-offsets.ts): the table of contents first, then the blocks. Null
+ * when the layout is not one it knows, or the walk did not add up; the
+ * restore then runs without offsets, as pg_dump wrote it.
+ */
+async function locateBlocks(fd: number, exited: Promise<number>): Promise<{ layout: TocLayout; blocks: Map<number, number> } | null> {
+  let head: Buffer[] = []
+  let headBytes = 0
+  let layout: TocLayout | null = null
+  let walker: BlockWalker | null = null
+  let gaveUp = false
+  await followFile(fd, exited, (chunk) => {
+    if (gaveUp) return
+    if (walker) return walker.push(chunk)
+    head.push(Buffer.from(chunk)) // the read buffer is reused
+    headBytes += chunk.length
+    const found = readTocLayout(Buffer.concat(head))
+    if (found === 'more') {
+      gaveUp = headBytes > MAX_TOC
+      return
+    }
+    if (found === null) {
+      gaveUp = true
+      return
+    }
+    layout = found
+    walker = new BlockWalker(found, 0)
+    for (const part of head) walker.push(part)
+    head = []
+  })
+  const blocks = walker ? (walker as BlockWalker).result() : null
+  return layout && blocks ? { layout, blocks } : null
+}
+
+/** Only the offset fields of the table of contents change; a failure to write them is a failure to stage. */
+async function writeOffsets(out: FileHandle, found: { layout: TocLayout; blocks: Map<number, number> } | null): Promise<void> {
+  if (!found) return
+  for (const { at, bytes } of offsetPatches(found.layout, found.blocks)) await out.write(bytes, 0, bytes.length, at)
 }
