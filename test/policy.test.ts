@@ -265,6 +265,7 @@ t.test('parseHistoryLine', async (t) => {
   const noArtifact = { ...good, artifact: '', rtoMs: null, rpoWorstMs: null, ok: false }
   t.same(parseHistoryLine(JSON.stringify(noArtifact)), noArtifact, 'a drill that failed before finding an artifact (as drill.sh writes it)')
   t.same(parseHistoryLine(line({ at: '2024-03-15T10:00:00.123+02:00' }))?.at, '2024-03-15T10:00:00.123+02:00', 'offset and fraction')
+  t.same(parseHistoryLine(line({ at: '2024-02-29T10:00:00Z' }))?.at, '2024-02-29T10:00:00Z', '29 February of a leap year')
   const extra = parseHistoryLine(JSON.stringify(good).replace(/}$/, ',"extra":"x","__proto__":{"polluted":true}}'))
   t.same(extra, good, 'only known fields are kept')
   t.equal(Object.getPrototypeOf(extra), Object.prototype, 'prototype untouched')
@@ -285,6 +286,9 @@ t.test('parseHistoryLine', async (t) => {
     ['at without zone', line({ at: '2024-03-15T10:00:00' })],
     ['at date only', line({ at: '2024-03-15' })],
     ['at impossible', line({ at: '2024-13-45T10:00:00Z' })],
+    ['at 30 February (Date.parse makes it 1 March)', line({ at: '2024-02-30T10:00:00Z' })],
+    ['at 31 April, with an offset', line({ at: '2024-04-31T10:00:00+02:00' })],
+    ['at 29 February of a common year', line({ at: '2023-02-29T10:00:00Z' })],
     ['artifact missing', JSON.stringify({ ...good, artifact: undefined })],
     ['artifact empty in a passed drill', line({ artifact: '' })],
     ['artifact not a string', line({ artifact: 7 })],

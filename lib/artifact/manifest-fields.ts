@@ -22,6 +22,15 @@ export const isIsoDate = (v: unknown): v is string =>
   !Number.isNaN(Date.parse(v)) &&
   new Date(Date.parse(v)).toISOString().slice(0, 19) === v.slice(0, 19)
 
+/** Pure: the YYYY-MM-DD a timestamp starts with is a day of the calendar (Date.parse takes 2026-02-30 as 2 March, whatever the offset). */
+export function isCalendarDay(v: string): boolean {
+  const m = /^(\d{4})-(\d\d)-(\d\d)/.exec(v)
+  if (!m) return false
+  const [year, month, day] = [Number(m[1]), Number(m[2]), Number(m[3])]
+  const d = new Date(Date.UTC(year, month - 1, day))
+  return d.getUTCFullYear() === year && d.getUTCMonth() === month - 1 && d.getUTCDate() === day
+}
+
 export function malformed(detail: string) {
   return verificationError(`manifest is malformed: ${detail}`, 'the artifact is damaged or not a Conductor backup; use another backup')
 }

@@ -1,3 +1,4 @@
+import { isCalendarDay } from '../artifact/manifest-fields.ts'
 /** One line of the drill history (JSONL), as written after each drill. */
 export interface DrillRecord {
   at: string
@@ -44,7 +45,7 @@ export function parseHistoryLine(line: string): DrillRecord | undefined {
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined
   const r = value as Record<string, unknown>
-  if (typeof r.at !== 'string' || !ISO_RE.test(r.at) || Number.isNaN(Date.parse(r.at))) return undefined
+  if (typeof r.at !== 'string' || !ISO_RE.test(r.at) || Number.isNaN(Date.parse(r.at)) || !isCalendarDay(r.at)) return undefined
   if (typeof r.artifact !== 'string') return undefined
   if (!isDuration(r.rtoMs) || !isDuration(r.rpoWorstMs)) return undefined
   if (typeof r.ok !== 'boolean') return undefined
