@@ -86,9 +86,12 @@ t.test('anything unexpected means no offsets', async (t) => {
   t.equal(walk(layout, Buffer.concat([piped, Buffer.from([1])]), 4096), null, 'bytes after the last block')
 })
 
-t.test('a staged dump gets its offsets, and restores', async (t) => {
+t.test('a staged dump gets its offsets, and restores: a table of contents over several reads, oids past 2^31', async (t) => {
   const db = scratchDatabase(t)
   fillDatabase(db)
+  // One table-of-contents entry per large object: 6000 of them make it larger than one 1 MiB read.
+  // pg_dump writes oids as signed ints, so 4000000000 reads as a negative number.
+  psql(db, "SELECT lo_from_bytea(0, convert_to(g::text, 'UTF8')) FROM generate_series(1, 6000) g; SELECT lo_from_bytea(4000000000, 'big oid'), lo_from_bytea(2147483648, '')")
   const dir = tempDir(t)
   const { piped, seekable } = dumps(db, dir)
   const file = join(dir, 'postgres.dump.zst')
@@ -100,8 +103,12 @@ t.test('a staged dump gets its offsets, and restores', async (t) => {
   t.equal(await stageDump(source, staged, process.env, { room: async () => ({ free: 100 * GiB, reserve: GiB }) }), 'staged')
   const got = readFileSync(staged)
   const layout = layoutOf(t, piped)
+  t.ok(layout.dataStart > 1024 * 1024, `the table of contents spans several reads (${layout.dataStart} bytes)`)
   for (const at of layout.fields.values()) t.ok(got.subarray(at, at + 1 + layout.offSize).equals(seekable.subarray(at, at + 1 + layout.offSize)), `offset field at ${at} is pg_dump's`)
   const target = scratchDatabase(t)
   execFileSync('pg_restore', ['-j2', '-d', target, staged], { env: pgEnv })
   t.same(snapshot(target), snapshot(db), 'restored rows equal the original rows')
+  const objects = "SELECT count(*), sum(length(lo_get(oid))) FROM pg_largeobject_metadata"
+  t.equal(psql(target, objects), psql(db, objects), 'and every large object')
+  t.equal(psql(target, 'SELECT convert_from(lo_get(4000000000), \'UTF8\')').trim(), 'big oid')
 })

@@ -20,13 +20,13 @@ export const FLUSH_EVERY = 64 * 1024 * 1024
  * is started every that many bytes (fdatasync, one at a time, off the
  * main thread), so the disk works while the writer does. Rejects with the
  * writer's failure, without waiting for the rest of the file. Resolves
- * with the file's size.
+ * with the bytes read: the file's size, unless `stop` said to stop early.
  */
 export async function followFile(
   fd: number,
   written: Promise<unknown>,
   onChunk: (chunk: Buffer) => void,
-  { flushEvery }: { flushEvery?: number } = {},
+  { flushEvery, stop }: { flushEvery?: number; stop?: () => boolean } = {},
 ): Promise<number> {
   let settled = false
   let failure: { error: unknown } | null = null
@@ -53,6 +53,7 @@ export async function followFile(
       // Read after seeing the writer gone: then an empty read means the end.
       const wasSettled = settled
       if (failure) throw (failure as { error: unknown }).error
+      if (stop?.()) break
       if (flushError) throw (flushError as { error: unknown }).error
       const { bytesRead: n } = await readAt(fd, buf, 0, buf.length, pos)
       if (n > 0) {

@@ -205,13 +205,14 @@ export class BlockWalker {
       return
     }
     const n = decodeInt(buf, at, this.layout.intSize)
-    if (n < 0) {
-      this.broken = true
+    if (this.state === 'blob') {
+      // A large object's oid, then its chunks; oid 0 ends the block. pg_dump writes oids as
+      // signed ints, so one of 2^31 or more reads as negative: still an oid.
+      this.state = n === 0 ? 'block' : 'chunks'
       return
     }
-    if (this.state === 'blob') {
-      // A large object's oid, then its chunks; oid 0 ends the block.
-      this.state = n === 0 ? 'block' : 'chunks'
+    if (n < 0) {
+      this.broken = true
       return
     }
     if (n > 0) this.skip = n

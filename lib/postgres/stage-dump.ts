@@ -116,7 +116,8 @@ export async function stageDump(
       throw err
     }
   })()
-  const offsets = locateBlocks(out.fd, zstd.exited)
+  // Once staging is stopped (no room, a failed feed) the rest of the file is not worth reading.
+  const offsets = locateBlocks(out.fd, zstd.exited, () => killed)
   offsets.catch(() => {}) // awaited once zstd is done; a failure here only means no offsets
   const watch = setInterval(() => {
     Promise.all([room(dir), stat(path)]).then(
@@ -166,7 +167,8 @@ export async function stageDump(
     }
     // Past this point zstd either succeeded or was stopped by us, which only a feed error or no room does.
     if (feedError !== undefined) throw feedError
-    await writeOffsets(out, await offsets)
+    // Finding the offsets is an optimisation: a failure there means none, not a failed restore.
+    await writeOffsets(out, await offsets.catch(() => null))
     return 'staged'
   } catch (err) {
     await rm(path, { force: true })
@@ -187,31 +189,48 @@ const MAX_TOC = 64 * 1024 * 1024
  * when the layout is not one it knows, or the walk did not add up; the
  * restore then runs without offsets, as pg_dump wrote it.
  */
-async function locateBlocks(fd: number, exited: Promise<number>): Promise<{ layout: TocLayout; blocks: Map<number, number> } | null> {
+async function locateBlocks(
+  fd: number,
+  exited: Promise<number>,
+  stopped: () => boolean,
+): Promise<{ layout: TocLayout; blocks: Map<number, number> } | null> {
   let head: Buffer[] = []
   let headBytes = 0
+  // The table of contents is parsed again only once the bytes held have doubled: linear,
+  // however big it is (one entry per large object makes it tens of MiB).
+  let nextTry = 0
   let layout: TocLayout | null = null
   let walker: BlockWalker | null = null
   let gaveUp = false
-  await followFile(fd, exited, (chunk) => {
-    if (gaveUp) return
-    if (walker) return walker.push(chunk)
-    head.push(Buffer.from(chunk)) // the read buffer is reused
-    headBytes += chunk.length
+  const tryLayout = () => {
+    nextTry = 2 * headBytes
     const found = readTocLayout(Buffer.concat(head))
-    if (found === 'more') {
-      gaveUp = headBytes > MAX_TOC
-      return
+    if (found === 'more') return
+    gaveUp = found === null
+    if (found === null) head = []
+    else {
+      layout = found
+      walker = new BlockWalker(found, 0)
+      for (const part of head) walker.push(part)
+      head = []
     }
-    if (found === null) {
-      gaveUp = true
-      return
-    }
-    layout = found
-    walker = new BlockWalker(found, 0)
-    for (const part of head) walker.push(part)
-    head = []
-  })
+  }
+  await followFile(
+    fd,
+    exited,
+    (chunk) => {
+      if (gaveUp) return
+      if (walker) return walker.push(chunk)
+      head.push(Buffer.from(chunk)) // the read buffer is reused
+      headBytes += chunk.length
+      if (headBytes > MAX_TOC) {
+        gaveUp = true
+        head = []
+      } else if (headBytes >= nextTry) tryLayout()
+    },
+    { stop: () => gaveUp || stopped() },
+  )
+  if (!walker && !gaveUp && head.length > 0) tryLayout() // the whole dump is in `head`: one last try
   const blocks = walker ? (walker as BlockWalker).result() : null
   return layout && blocks ? { layout, blocks } : null
 }
