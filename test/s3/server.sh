@@ -239,8 +239,15 @@ case "${1:-}" in
     stop
     ;;
   env) print_env ;;
+  gc)
+    # Deleted objects' data is freed by RGW's garbage collector, minutes later; the memstore OSD
+    # holds it in RAM until then, and a full OSD refuses every write (the collector's too).
+    # Runs that upload gigabytes in a row (bench-s3.ts) reclaim it at once after each delete.
+    answering || die "not running"
+    radosgw-admin --conf "$D/ceph.conf" -n client.admin gc process --include-all >/dev/null 2>&1 || die "gc failed"
+    ;;
   *)
-    echo "usage: $0 start|stop|env" >&2
+    echo "usage: $0 start|stop|env|gc" >&2
     exit 2
     ;;
 esac
