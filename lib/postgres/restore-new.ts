@@ -72,19 +72,27 @@ export async function restoreIntoNewDatabase(conn: PgConnection, opts: NewDataba
   const drop = () => dropDatabase(target, opts.name)
   let releaseDb = () => {}
   try {
-    // Staged first, before the new database is created: a dump that fails its checksum here leaves nothing to drop.
     const stagedPath = join(staging, 'postgres.dump')
-    const outcome = canStage(opts.source, opts.stage)
-      ? await stageDump(opts.source, stagedPath, conn.env, { onProgress: opts.onProgress, chosen: opts.stagingDir !== undefined })
-      : null
+    const staging$ = canStage(opts.source, opts.stage)
+      ? stageDump(opts.source, stagedPath, conn.env, { onProgress: opts.onProgress, chosen: opts.stagingDir !== undefined })
+      : Promise.resolve(null)
+    // The new database is created while the dump is staged (neither needs the other; ~0.1 s of
+    // every restore). Nothing goes into it before the dump has matched its checksum again, and a
+    // dump that fails drops it below, as any failure does.
+    const creating = (async () => {
+      await createDatabase(target, opts.name, opts.settings)
+      created = true
+      releaseDb = onInterrupt(drop)
+      if (opts.propertiesFrom) await copyDatabaseProperties(conn, opts.propertiesFrom, opts.name)
+    })()
+    const [stagedResult, createdResult] = await Promise.allSettled([staging$, creating])
+    if (stagedResult.status === 'rejected') throw stagedResult.reason
+    if (createdResult.status === 'rejected') throw createdResult.reason
+    const outcome = stagedResult.value
     const staged = outcome === 'staged'
     if (outcome === 'no-room' || outcome === 'memory') opts.onNotStaged?.(outcome)
-    // An interrupt during staging has run its cleanups already: create nothing they would have had to drop.
-    if (interrupted()) throw new InterruptedBeforeCritical('creating the new database')
-    await createDatabase(target, opts.name, opts.settings)
-    created = true
-    releaseDb = onInterrupt(drop)
-    if (opts.propertiesFrom) await copyDatabaseProperties(conn, opts.propertiesFrom, opts.name)
+    // An interrupt meanwhile ran the cleanups registered by then, perhaps before the drop was: drop it here.
+    if (interrupted()) throw new InterruptedBeforeCritical('restoring into the new database')
     if (staged) {
       opts.onStaged?.()
       await restoreStaged(target, stagedPath, opts.name, opts.jobs)
