@@ -148,3 +148,27 @@ t.test('SIGTERM during a parallel restore drops the new database and leaves the 
   t.equal(psql('postgres', `SELECT count(*) FROM pg_database WHERE datname LIKE '${db}\\_%';`).trim(), '0', 'the new database was dropped')
   t.same(snapshot(db), before, 'the target is as it was before the restore began')
 })
+
+t.test('SIGTERM while the dump is staged, after the new database was created beside it: that database is dropped too', async (t) => {
+  const { db, path, before } = await changedSinceBackup(t, 200)
+  const dir = tempDir(t)
+  const marker = join(dir, 'staging')
+  // The first `zstd -d` reads the archive's table of contents; the second stages the dump: that one hangs.
+  const PATH = pathWithWrapped(
+    t,
+    'zstd',
+    `case "$*" in "-d -q -c") if [ -e '${dir}/seen' ]; then touch '${marker}'; exec sleep 600; fi; touch '${dir}/seen' ;; esac\nexec "$REAL" "$@"`,
+  )
+  const restore = spawn(RESTORE, [path], { cwd: REPO, env: pgEnv(db, { RESTORE_POSTGRES: 'true', PATH }), stdio: ['ignore', 'pipe', 'pipe'] })
+  const done = collect(restore)
+  await waitFor('staging to start', () => existsSync(marker))
+  const restoring = () => psql('postgres', `SELECT datname FROM pg_database WHERE datname LIKE '${db}\\_restoring\\_%';`).trim()
+  await waitFor('the new database to be created meanwhile', () => restoring() !== '')
+  restore.kill('SIGTERM')
+  const r = await done
+  t.equal(r.code, 130, r.stderr)
+  t.match(r.stderr, /interrupted by SIGTERM/)
+  t.notMatch(r.stderr, /completed first/, 'creating it is not reported as done: it was undone')
+  t.equal(psql('postgres', `SELECT count(*) FROM pg_database WHERE datname LIKE '${db}\\_%';`).trim(), '0', 'the new database was dropped')
+  t.same(snapshot(db), before, 'the target is as it was before the restore began')
+})

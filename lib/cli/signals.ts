@@ -55,12 +55,13 @@ export function completedDuringInterrupt(): string[] {
  * waits for it to finish before the cleanups run (which would otherwise
  * undo half of it, e.g. drop the database just swapped in).
  */
-export async function critical<T>(what: string, work: () => Promise<T>): Promise<T> {
+export async function critical<T>(what: string, work: () => Promise<T>, { undone = false }: { undone?: boolean } = {}): Promise<T> {
   if (interruptedBy) throw new InterruptedBeforeCritical(what)
   criticalDepth++
   try {
     const value = await work()
-    if (interruptedBy) criticalNotes.push(what)
+    // `undone`: a cleanup registered by `work` takes it back, so it is not reported as completed.
+    if (interruptedBy && !undone) criticalNotes.push(what)
     return value
   } finally {
     criticalDepth--

@@ -3,7 +3,7 @@ import { makeScratchDir } from '../artifact/scratch-dir.ts'
 import { constants } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { interrupted, InterruptedBeforeCritical, onInterrupt } from '../cli/signals.ts'
+import { critical, interrupted, InterruptedBeforeCritical, onInterrupt } from '../cli/signals.ts'
 import type { PgConnection } from './connection.ts'
 import { withDatabase } from './connection.ts'
 import { restoreStaged, restoreStreamed, type DumpSource } from './restore.ts'
@@ -80,9 +80,16 @@ export async function restoreIntoNewDatabase(conn: PgConnection, opts: NewDataba
     // every restore). Nothing goes into it before the dump has matched its checksum again, and a
     // dump that fails drops it below, as any failure does.
     const creating = (async () => {
-      await createDatabase(target, opts.name, opts.settings)
-      created = true
-      releaseDb = onInterrupt(drop)
+      // Not cut in half by an interrupt: either it never commits, or the drop is registered before the cleanups run.
+      await critical(
+        'creating the new database',
+        async () => {
+          await createDatabase(target, opts.name, opts.settings)
+          created = true
+          releaseDb = onInterrupt(drop)
+        },
+        { undone: true },
+      )
       if (opts.propertiesFrom) await copyDatabaseProperties(conn, opts.propertiesFrom, opts.name)
     })()
     const [stagedResult, createdResult] = await Promise.allSettled([staging$, creating])
