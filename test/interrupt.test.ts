@@ -172,3 +172,28 @@ t.test('SIGTERM while the dump is staged, after the new database was created bes
   t.equal(psql('postgres', `SELECT count(*) FROM pg_database WHERE datname LIKE '${db}\\_%';`).trim(), '0', 'the new database was dropped')
   t.same(snapshot(db), before, 'the target is as it was before the restore began')
 })
+
+t.test('SIGTERM to the whole process group while the CREATE waits on a lock: the database it commits anyway is dropped', async (t) => {
+  const { db, path, before } = await changedSinceBackup(t, 200)
+  // Another session holds a lock the CREATE needs; psql dies of the group's signal, the server goes on.
+  const blocker = spawn('psql', ['-X', '-q', '-d', 'postgres'], { env: pgEnv('postgres'), stdio: ['pipe', 'ignore', 'ignore'] })
+  const blockerDone = new Promise((resolve) => blocker.on('close', resolve))
+  blocker.stdin!.write("BEGIN; COMMENT ON DATABASE template0 IS 'held by a test';\n")
+  t.teardown(async () => {
+    blocker.stdin!.end('ROLLBACK;\n')
+    await blockerDone
+  })
+  await waitFor('the blocker to hold its lock', () => psql('postgres', "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' AND query LIKE 'COMMENT ON DATABASE template0%';").trim() !== '0')
+  const restore = spawn(RESTORE, [path], { cwd: REPO, env: pgEnv(db, { RESTORE_POSTGRES: 'true' }), stdio: ['ignore', 'pipe', 'pipe'], detached: true })
+  const done = collect(restore)
+  await waitFor('the CREATE to wait on the lock', () => psql('postgres', `SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'CREATE DATABASE %${db}\\_restoring\\_%' AND wait_event_type = 'Lock';`).trim() !== '0')
+  process.kill(-restore.pid!, 'SIGTERM')
+  await new Promise((resolve) => setTimeout(resolve, 500))
+  blocker.stdin!.write('ROLLBACK;\n') // the CREATE now commits, with no client left to tell
+  const r = await done
+  t.equal(r.code, 130, r.stderr)
+  // The orphaned CREATE finishes on its own time: look only once it has.
+  await waitFor('the orphaned CREATE to end', () => psql('postgres', `SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'CREATE DATABASE %${db}\\_restoring\\_%' AND state = 'active';`).trim() === '0')
+  t.equal(psql('postgres', `SELECT count(*) FROM pg_database WHERE datname LIKE '${db}\\_%';`).trim(), '0', 'no _restoring_ database left')
+  t.same(snapshot(db), before, 'the target is as it was before the restore began')
+})

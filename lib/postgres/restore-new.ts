@@ -9,6 +9,7 @@ import { withDatabase } from './connection.ts'
 import { restoreStaged, restoreStreamed, type DumpSource } from './restore.ts'
 import { canStage, stageDump } from './stage-dump.ts'
 import { createDatabase, dropDatabase, type DatabaseSettings } from './server.ts'
+import { psql } from './client.ts'
 import { copyDatabaseProperties } from './swap.ts'
 
 export interface NewDatabaseRestore {
@@ -63,6 +64,19 @@ async function memoryBackedTmp(): Promise<string> {
   }
 }
 
+/** How long an interrupted restore waits for its killed CREATE's session to end before dropping (the cleanups have 10 s). */
+const CREATE_WAIT_MS = 5000
+
+/** Resolves once no session named `name` is connected, or after `ms`. */
+async function sessionGone(conn: PgConnection, name: string, ms: number): Promise<void> {
+  const until = Date.now() + ms
+  while (Date.now() < until) {
+    const left = await psql(withDatabase(conn, 'postgres'), "SELECT count(*) FROM pg_stat_activity WHERE application_name = :'name';\n", { name }).catch(() => '0')
+    if (left.trim() === '0') return
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+}
+
 export async function restoreIntoNewDatabase(conn: PgConnection, opts: NewDatabaseRestore): Promise<RestoredDatabase> {
   const staging = await makeScratchDir(opts.stagingDir ?? (opts.source.encrypted ? await memoryBackedTmp() : tmpdir()), 'conductor-restore-')
   const unstage = () => rm(staging, { recursive: true, force: true })
@@ -80,16 +94,32 @@ export async function restoreIntoNewDatabase(conn: PgConnection, opts: NewDataba
     // every restore). Nothing goes into it before the dump has matched its checksum again, and a
     // dump that fails drops it below, as any failure does.
     const creating = (async () => {
-      // Not cut in half by an interrupt: either it never commits, or the drop is registered before the cleanups run.
+      // An interrupt waits for the CREATE, so the drop is registered before the cleanups run.
       await critical(
         'creating the new database',
         async () => {
-          await createDatabase(target, opts.name, opts.settings)
+          // Named, so that a CREATE whose psql was killed can be waited for (below).
+          const session = `conductor-dr create ${process.pid}`
+          try {
+            await createDatabase({ ...target, env: { ...target.env, PGAPPNAME: session } }, opts.name, opts.settings)
+          } catch (err) {
+            // A signal to the whole process group (systemd, timeout) kills psql too, and the server
+            // commits the CREATE all the same: once that session is gone, drop what it may have made.
+            // Never a database that was there before us (a drill's chosen name).
+            if (interrupted() && !/already exists/i.test((err as Error)?.message ?? '')) {
+              releaseDb = onInterrupt(async () => {
+                await sessionGone(conn, session, CREATE_WAIT_MS)
+                await drop()
+              })
+            }
+            throw err
+          }
           created = true
           releaseDb = onInterrupt(drop)
         },
         { undone: true },
       )
+      if (interrupted()) throw new InterruptedBeforeCritical('restoring into the new database')
       if (opts.propertiesFrom) await copyDatabaseProperties(conn, opts.propertiesFrom, opts.name)
     })()
     const [stagedResult, createdResult] = await Promise.allSettled([staging$, creating])
