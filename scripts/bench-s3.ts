@@ -55,6 +55,8 @@ on failure or interrupt; the server is left running (test/s3/server.sh stop).
   -h, --help      this text`
 
 const here = fileURLToPath(new URL('.', import.meta.url))
+const root = join(here, '..')
+const SERVER = join(root, 'test', 's3', 'server.sh')
 
 /**
  * The local test RGW frees deleted data only when its garbage collector
@@ -62,9 +64,7 @@ const here = fileURLToPath(new URL('.', import.meta.url))
  * filled its OSD and every later write hung. Ask it to collect now; on
  * any other server this does nothing.
  */
-const reclaim = () => $({ quiet: true, nothrow: true })`${join(here, '..', 'test', 's3', 'server.sh')} gc`
-const root = join(here, '..')
-const SERVER = join(root, 'test', 's3', 'server.sh')
+const reclaim = () => $({ quiet: true, nothrow: true })`${SERVER} gc`
 const MiB = 1024 * 1024
 const RSS_TARGET_BYTES = 150_000_000
 const THROUGHPUT_TARGET = 0.9

@@ -15,9 +15,14 @@ const TOOL_WORDS: [RegExp, string][] = [
   [/File too large/i, 'EFBIG'],
 ]
 
-/** A child process that failed writing `path` for one of the reasons above, or undefined. SIGXFSZ (exit 153) is a file-size limit. */
+/** Pure: the errno a child's failure to write a file amounts to, from its words or its death by SIGXFSZ (a file-size limit). */
+export function toolWriteErrno(stderr: string, exit: number): string | undefined {
+  return exit === 128 + constants.signals.SIGXFSZ ? 'EFBIG' : TOOL_WORDS.find(([re]) => re.test(stderr))?.[1]
+}
+
+/** A child process that failed writing `path` for one of the reasons above, as our own one line; or undefined. */
 export function fromToolWriteFailure(stderr: string, exit: number, path: string): DrError | undefined {
-  const code = exit === 128 + constants.signals.SIGXFSZ ? 'EFBIG' : TOOL_WORDS.find(([re]) => re.test(stderr))?.[1]
+  const code = toolWriteErrno(stderr, exit)
   return code ? fromSystemError(Object.assign(new Error(code), { code, path })) : undefined
 }
 

@@ -9,7 +9,7 @@
  *
  * So while the verified dump is staged, its data blocks are located
  * (BlockWalker) and the offsets are written into the staged copy's table
- * of contents (tocOffsets), in the very fields pg_dump fills when it
+ * of contents (offsetPatches), in the very fields pg_dump fills when it
  * writes to a file. Only those fields change: every statement and every
  * row pg_restore reads are the verified bytes, and pg_restore itself
  * checks that the block it finds at an offset has the entry's id.
@@ -45,19 +45,13 @@ class Reader {
     return this.buf[this.pos++]!
   }
   int(): number {
-    const negative = this.byte() !== 0
-    let value = 0
-    for (let i = 0; i < this.intSize; i++) value += this.byte() * 2 ** (8 * i)
-    return negative ? -value : value
+    if (this.pos + 1 + this.intSize > this.buf.length) throw new Short()
+    const value = decodeInt(this.buf, this.pos, this.intSize)
+    this.pos += 1 + this.intSize
+    return value
   }
-  str(): void {
-    const length = this.int()
-    if (length < 0) return
-    if (this.pos + length > this.buf.length) throw new Short()
-    this.pos += length
-  }
-  /** Like str(), but says whether it was the NULL string (how dependency lists end). */
-  strOrNull(): boolean {
+  /** Passes over a string; false when it was the NULL string (how dependency lists end). */
+  str(): boolean {
     const length = this.int()
     if (length < 0) return false
     if (this.pos + length > this.buf.length) throw new Short()
@@ -96,7 +90,7 @@ export function readTocLayout(head: Buffer): TocLayout | 'more' | null {
       for (let s = 0; s < 4; s++) r.str() // table oid, oid, tag, description
       r.int() // section
       for (let s = 0; s < 8; s++) r.str() // definition, drop, copy, namespace, tablespace, table AM, owner, "false" (was WITH OIDS)
-      while (r.strOrNull()); // dependencies, up to a NULL string
+      while (r.str()); // dependencies, up to a NULL string
       const field = r.pos
       const state = r.byte()
       r.pos += offSize

@@ -42,14 +42,6 @@ export interface RestoredDatabase {
 }
 
 /**
- * The fast, all-or-nothing restore: create a new database and restore the
- * verified dump into it: staged and with pg_restore --jobs when it can
- * (stage-dump.ts), else streamed (restoreStreamed). Nothing that exists is
- * touched; a failure or an interrupt at any point drops what was created
- * and removes the staging directory (the staged dump, or the copied table
- * of contents).
- */
-/**
  * An encrypted dump is streamed, and the head copy it needs is plaintext
  * (its table of contents and possibly the first rows): by default it goes
  * to memory (/dev/shm), not to a disk, so an encrypted backup leaves no
@@ -77,6 +69,14 @@ async function sessionGone(conn: PgConnection, name: string, ms: number): Promis
   }
 }
 
+/**
+ * The fast, all-or-nothing restore: create a new database and restore the
+ * verified dump into it: staged and with pg_restore --jobs when it can
+ * (stage-dump.ts), else streamed (restoreStreamed). Nothing that exists is
+ * touched; a failure or an interrupt at any point drops what was created
+ * and removes the staging directory (the staged dump, or the copied table
+ * of contents).
+ */
 export async function restoreIntoNewDatabase(conn: PgConnection, opts: NewDatabaseRestore): Promise<RestoredDatabase> {
   const staging = await makeScratchDir(opts.stagingDir ?? (opts.source.encrypted ? await memoryBackedTmp() : tmpdir()), 'conductor-restore-')
   const unstage = () => rm(staging, { recursive: true, force: true })

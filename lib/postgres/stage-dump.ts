@@ -3,6 +3,7 @@ import { dirname } from 'node:path'
 import { changedAfterVerification } from '../artifact/verified-file.ts'
 import { runtimeError, verificationError } from '../cli/errors.ts'
 import { oneLine } from '../cli/redact.ts'
+import { toolWriteErrno } from '../cli/system-errors.ts'
 import { parseSwitch } from '../cli/switches.ts'
 import { DigestMismatch, verifiedBytes } from '../pipeline/checksum.ts'
 import { spawnTool } from '../pipeline/spawn.ts'
@@ -65,11 +66,16 @@ async function freeAndReserve(dir: string): Promise<{ free: number; reserve: num
   return { free: s.bavail * s.bsize, reserve: stagingReserve(s.blocks * s.bsize), memory: s.type === TMPFS_MAGIC }
 }
 
-/** Signal 25: a write past the file-size limit (ulimit -f). */
-const SIGXFSZ = 25
+/** A staging file system that filled up or refused to grow (in zstd's words, or SIGXFSZ): stream instead. */
+const NO_ROOM = new Set(['ENOSPC', 'EDQUOT', 'EFBIG'])
 
-/** zstd's own words for a staging file system that filled up or refused to grow. */
-const NO_ROOM = /No space left|Disk quota exceeded|File too large/i
+export interface StageOptions {
+  onProgress?: (bytes: number) => void
+  /** RESTORE_STAGING_DIR was set: the operator chose this file system, tmpfs included. */
+  chosen?: boolean
+  /** Free and reserved bytes of the file system, and whether it is memory (tmpfs); tests shrink it. */
+  room?: (dir: string) => Promise<{ free: number; reserve: number; memory?: boolean }>
+}
 
 /**
  * Decompresses the verified dump into `path` (a new 0600 file in a private
@@ -80,14 +86,6 @@ const NO_ROOM = /No space left|Disk quota exceeded|File too large/i
  * nobody chose), and the caller streams instead: nothing has been touched
  * either way. Changed or undecodable bytes reject.
  */
-export interface StageOptions {
-  onProgress?: (bytes: number) => void
-  /** RESTORE_STAGING_DIR was set: the operator chose this file system, tmpfs included. */
-  chosen?: boolean
-  /** Free and reserved bytes of the file system, and whether it is memory (tmpfs); tests shrink it. */
-  room?: (dir: string) => Promise<{ free: number; reserve: number; memory?: boolean }>
-}
-
 export async function stageDump(
   source: DumpSource,
   path: string,
@@ -152,8 +150,7 @@ export async function stageDump(
     const exit = await zstd.exited
     if (feedError instanceof DigestMismatch) throw changedAfterVerification(source.file.name, 'nothing was restored')
     const why = oneLine(zstd.stderr())
-    // SIGXFSZ: the file grew past the process's file-size limit (ulimit -f), which zstd cannot report.
-    if (short || NO_ROOM.test(why) || exit === 128 + SIGXFSZ) {
+    if (short || NO_ROOM.has(toolWriteErrno(why, exit) ?? '')) {
       await rm(path, { force: true })
       return 'no-room'
     }
