@@ -91,6 +91,9 @@ t.test('which failure of a chain is reported (pure)', async (t) => {
     { name: 'zstd reports the closed pipe in words', exits: [{ what: 'zstd', exit: 1, stderr: 'zstd: error 70 : Write error : Broken pipe' }, { what: 'age', exit: 1, stderr: 'age: error: something else' }], expect: /^age failed while writing f: age: error: something else/ },
     { name: 'a size limit by signal', exits: [{ what: 'zstd', exit: 153, stderr: '' }], expect: /^file too large/ },
     { name: 'quota, in the last child', exits: [{ what: 'zstd', exit: 0, stderr: '' }, { what: 'age', exit: 1, stderr: 'Disk quota exceeded' }], expect: /^disk quota exceeded/ },
+    { name: 'the disk failing under zstd', exits: [{ what: 'zstd', exit: 1, stderr: 'zstd: error 70 : Write error : cannot write block : Input/output error' }], expect: /^I\/O error \('\/a\/f'\)/ },
+    { name: 'the mount turned read-only under age', exits: [{ what: 'zstd', exit: 141, stderr: '' }, { what: 'age', exit: 1, stderr: 'age: error: failed to write: write /a/f: read-only file system' }], expect: /^read-only file system/ },
+    { name: 'a stale NFS handle', exits: [{ what: 'age', exit: 1, stderr: 'age: error: write /a/f: stale NFS file handle' }], expect: /^stale network file handle/ },
     { name: 'only broken pipes: the first is named', exits: [{ what: 'zstd', exit: 141, stderr: '' }], expect: /^zstd failed while writing f: exit status 141/ },
   ]
   for (const c of cases) {

@@ -13,6 +13,10 @@ const TOOL_WORDS: [RegExp, string][] = [
   [/No space left on device/i, 'ENOSPC'],
   [/Disk quota exceeded/i, 'EDQUOT'],
   [/File too large/i, 'EFBIG'],
+  // The disk or the mount failing under a write that had begun (glibc's words; age, in Go, writes them in lower case).
+  [/Input\/output error/i, 'EIO'],
+  [/Read-only file system/i, 'EROFS'],
+  [/Stale (NFS )?file handle/i, 'ESTALE'],
 ]
 
 /** Pure: the errno a child's failure to write a file amounts to, from its words or its death by SIGXFSZ (a file-size limit). */
