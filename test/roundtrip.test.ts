@@ -1,8 +1,10 @@
 // Back up a real database, damage it, restore, compare every row.
 import t from 'tap'
 import {
+  BACKUP,
   changedSinceBackup,
   backupOf,
+  DUMP_ENABLED,
   databaseExists,
   dropDatabase,
   fillDatabase,
@@ -15,7 +17,8 @@ import {
   snapshot,
   tempDir,
 } from './helpers.ts'
-import { readdirSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
+import { spawn } from 'node:child_process'
 
 
 t.test('dropped database comes back row for row', async (t) => {
@@ -151,4 +154,47 @@ t.test('a lost database is recreated with its own encoding and locale', async (t
     'LATIN1 C C',
   )
   t.equal(psql(name, 'SELECT string_agg(w, \',\' ORDER BY w) FROM words;'), original, 'same rows in the same order')
+})
+
+t.test('a table locked by another session: the backup gives up after --lock-wait-timeout with its own line, nothing published', async (t) => {
+  const db = scratchDatabase(t)
+  fillDatabase(db, 100)
+  const locker = spawn('psql', ['-X', '-q', '-d', db], { env: pgEnv(db), stdio: ['pipe', 'ignore', 'ignore'] })
+  t.teardown(() => {
+    locker.kill('SIGKILL')
+  })
+  locker.stdin!.write('BEGIN; LOCK TABLE documents IN ACCESS EXCLUSIVE MODE;\n')
+  for (let i = 0; psql('postgres', `SELECT count(*) FROM pg_stat_activity WHERE datname = '${db}' AND state = 'idle in transaction' AND query LIKE '%LOCK TABLE documents%';`).trim() === '0'; i++) {
+    if (i > 200) throw new Error('the lock was never taken')
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  const out = tempDir(t)
+  const started = Date.now()
+  const r = await run(BACKUP, ['--output', out, '--lock-wait-timeout', '1s'], pgEnv(db, DUMP_ENABLED))
+  t.equal(r.code, 1, 'runtime failure')
+  // pg_dump names the table; the row counts, which wait on the same lock and may give up first, cannot.
+  t.match(r.stderr, /could not lock (public\.documents|a table) within 1\.0s: another session holds an exclusive lock/)
+  t.notMatch(r.stderr, /PGHOST|statement timeout/, 'not taken for a connection problem')
+  t.match(r.stderr, /raise --lock-wait-timeout \(PG_LOCK_WAIT_TIMEOUT\)/)
+  t.ok(Date.now() - started < 30_000, 'it gave up instead of waiting for the lock')
+  t.same(readdirSync(out), [], 'no artifact and no partial directory')
+})
+
+t.test('a lost database that used the ICU locale provider is recreated with it', async (t) => {
+  const name = `cdr_test_icu_${process.pid}_${Date.now().toString(36)}`
+  psql('postgres', `CREATE DATABASE "${name}" TEMPLATE template0 ENCODING 'UTF8' LOCALE_PROVIDER icu ICU_LOCALE 'sv-SE' LC_COLLATE 'C' LC_CTYPE 'C';`)
+  t.teardown(() => dropDatabase(name))
+  // Swedish collation puts å, ä, ö after z: a libc "C" database would sort them first.
+  psql(name, "CREATE TABLE words (w text PRIMARY KEY); INSERT INTO words VALUES ('zebra'), ('ärlig'), ('åska'), ('öl'), ('apa');")
+  const original = psql(name, "SELECT string_agg(w, ',' ORDER BY w) FROM words;")
+  t.equal(original.trim(), 'apa,zebra,åska,ärlig,öl', 'the ICU collation is in force before the backup')
+  const { path } = await backupOf(t, name)
+  const manifest = JSON.parse(readFileSync(`${path}/manifest.json`, 'utf8'))
+  t.match(manifest.postgres, { localeProvider: 'icu', iculocale: 'sv-SE' }, 'recorded in the manifest')
+
+  dropDatabase(name)
+  const r = await run(RESTORE, [path], pgEnv(name, { RESTORE_POSTGRES: 'true' }))
+  t.equal(r.code, 0, r.stderr)
+  t.equal(psql('postgres', `SELECT datlocprovider::text || ' ' || daticulocale FROM pg_database WHERE datname = '${name}';`).trim(), 'i sv-SE')
+  t.equal(psql(name, "SELECT string_agg(w, ',' ORDER BY w) FROM words;"), original, 'same rows in the same ICU order')
 })

@@ -1,4 +1,5 @@
 // Pure pieces: each of these decides something an operator relies on.
+import { lockWaitFailure } from '../lib/postgres/lock-wait.ts'
 import t from 'tap'
 import { parseArgs } from '../lib/cli/args.ts'
 import { planPostgres } from '../lib/commands/backup.ts'
@@ -225,4 +226,12 @@ t.test('multipart part sizes', async (t) => {
   t.equal(parsePartSize('5MiB'), 5 * MiB)
   t.equal(parsePartSize('5GiB'), 5 * GiB)
   t.throws(() => parsePartSize('5121MiB'), /not a part size/)
+})
+
+t.test('lockWaitFailure: a lock wait that ran out, in either of the server phrasings; nothing else', async (t) => {
+  const dump = 'pg_dump: error: query failed: ERROR:  canceling statement due to statement timeout\npg_dump: detail: Query was: LOCK TABLE public.documents IN ACCESS SHARE MODE;'
+  t.match(lockWaitFailure(dump, 1000)?.message, /^pg_dump could not lock public\.documents within 1\.0s/)
+  t.match(lockWaitFailure('ERROR:  canceling statement due to lock timeout', 300_000)?.message, /^pg_dump could not lock a table within 5m 00s/)
+  t.equal(lockWaitFailure('ERROR:  canceling statement due to statement timeout', 1000), null, 'a statement timeout not around LOCK TABLE is not ours')
+  t.equal(lockWaitFailure('FATAL:  password authentication failed', 1000), null)
 })

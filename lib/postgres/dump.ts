@@ -1,10 +1,9 @@
 import type { Readable } from 'node:stream'
 import type { ManifestFile } from '../artifact/manifest.ts'
-import { runtimeError } from '../cli/errors.ts'
 import type { EncodedFile } from '../pipeline/encode.ts'
 import { spawnTool } from '../pipeline/spawn.ts'
 import { brokenPipe } from '../pipeline/encode.ts'
-import { formatDuration } from '../policy/duration.ts'
+import { lockWaitFailure } from './lock-wait.ts'
 import { CONNECT_FIX, failed, notFound } from './client.ts'
 import { clientCommand } from './client-path.ts'
 import type { PgConnection } from './connection.ts'
@@ -47,12 +46,5 @@ export async function dumpDatabase(conn: PgConnection, store: (stdout: Readable)
 }
 
 function dumpFailure(conn: PgConnection, exitCode: number, stderr: string, opts: DumpOptions) {
-  if (/lock timeout/i.test(stderr)) {
-    const table = /LOCK TABLE (\S+)/.exec(stderr)?.[1]
-    return runtimeError(
-      `pg_dump could not lock ${table ?? 'a table'} within ${formatDuration(opts.lockWaitTimeoutMs)}: another session holds an exclusive lock`,
-      'run again later, or raise --lock-wait-timeout (PG_LOCK_WAIT_TIMEOUT)',
-    )
-  }
-  return failed(conn, 'pg_dump', { exitCode, stderr }, CONNECT_FIX)
+  return lockWaitFailure(stderr, opts.lockWaitTimeoutMs) ?? failed(conn, 'pg_dump', { exitCode, stderr }, CONNECT_FIX)
 }

@@ -3,6 +3,7 @@ import type { TableCount } from '../artifact/manifest.ts'
 import { spawnTool } from '../pipeline/spawn.ts'
 import { CONNECT_FIX, failed, notFound, psql } from './client.ts'
 import { clientCommand } from './client-path.ts'
+import { lockWaitFailure } from './lock-wait.ts'
 import type { PgConnection } from './connection.ts'
 
 /** A snapshot exported by a session we keep open: it is only importable while that session lives. */
@@ -81,7 +82,10 @@ COMMIT;
 `,
     { snapshot, lock_timeout: String(lockTimeoutMs) },
     'counting rows',
-  )
+  ).catch((err: unknown) => {
+    // A table locked past the timeout is that, not a connection problem.
+    throw lockWaitFailure((err as Error)?.message ?? '', lockTimeoutMs) ?? err
+  })
   const counts: TableCount[] = []
   for (const line of out.split('\n')) {
     if (!line.trim()) continue
