@@ -8,6 +8,7 @@ import { checkSpecFromFlags, CHECK_FLAGS } from '../lib/cli/check-flags.ts'
 import { DrError, usageError } from '../lib/cli/errors.ts'
 import { parseJobs } from '../lib/cli/jobs.ts'
 import { runCli, scriptArgs } from '../lib/cli/run.ts'
+import { interrupted } from '../lib/cli/signals.ts'
 import { runDrill } from '../lib/commands/drill.ts'
 import { historyPathFor, historyRecord, renderMarkdown } from '../lib/drill/report.ts'
 import { readHistory } from '../lib/drill/history.ts'
@@ -113,6 +114,9 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, repo
     },
     reporter,
   )
+  // Interrupted: the signal handler reports it and exits 130. A cancelled drill measured nothing,
+  // so it goes into neither the report nor the history (a 'failed' line there would skew the RTO summary).
+  if (interrupted()) return
   if (report) {
     await appendSynced(report, renderMarkdown(result))
     await appendSynced(historyPathFor(report), JSON.stringify(historyRecord(result)) + '\n')

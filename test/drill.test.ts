@@ -2,10 +2,11 @@
 import { spawn } from 'node:child_process'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { ExitCode } from '../lib/cli/errors.ts'
+import { historyPathFor } from '../lib/drill/report.ts'
 import {
   backupOf,
   cleanEnv,
@@ -134,10 +135,11 @@ t.test('a dry-run drill verifies without any database connection', async (t) => 
   t.match(JSON.parse(r.stdout), { ok: true, dryRun: true, rtoMs: null, sourceDatabase: db })
 })
 
-t.test('SIGTERM mid-drill still drops the scratch database', async (t) => {
+t.test('SIGTERM mid-drill still drops the scratch database, and records nothing', async (t) => {
   const { db, base } = await fixture(t)
   const scratch = drillName(t)
-  const child = spawn(DRILL, ['--check-cmd', 'sleep 60'], {
+  const report = join(tempDir(t), 'drills.md')
+  const child = spawn(DRILL, ['--check-cmd', 'sleep 60', '--report', report], {
     cwd: REPO,
     env: pgEnv(db, { BACKUP_BASE: base, DRILL_DATABASE: scratch }),
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -151,4 +153,9 @@ t.test('SIGTERM mid-drill still drops the scratch database', async (t) => {
   const r = await done
   t.equal(r.code, EXIT.interrupted, r.stderr)
   t.notOk(databaseExists(scratch), 'scratch database dropped on interrupt')
+  // A cancelled drill measured nothing: no 'failed' record to skew the history's RTO summary.
+  t.notOk(existsSync(report), 'no report section for a cancelled drill')
+  t.notOk(existsSync(historyPathFor(report)), 'no history line for a cancelled drill')
+  t.match(r.stderr, /interrupted by SIGTERM/)
+  t.notMatch(r.stderr, /drill failed|check .* FAILED/, 'only the interrupt is reported')
 })
