@@ -3,7 +3,7 @@
 // archives, damaged artifacts, bad paths and a backup killed mid-archive.
 import { execFileSync, spawn } from 'node:child_process'
 import { chmodSync, chownSync, closeSync, cpSync, existsSync, lchownSync, linkSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync, writeSync } from 'node:fs'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import t, { type Test } from 'tap'
 import { mapLimit } from '../lib/pipeline/map-limit.ts'
 import { identityOf } from '../lib/pipeline/checksum.ts'
@@ -883,6 +883,28 @@ t.test('bad paths and switches are refused in one line, and nothing is written',
     const before = treeState(S2, { withRoot: false })
     failsCleanly(t, await restoreFiles([bk.path]), EXIT.input, /is a symlink; restoring over it is refused/)
     t.same(treeState(S2, { withRoot: false }), before)
+  })
+  await t.test('--target with a symlink planted on the way to a destination', async (t) => {
+    // Under --target the directories come from the archive's paths: one that is a link would carry
+    // the restore out of DIR, onto the live path (or anywhere) instead of the rehearsal copy.
+    const { S: S2, app, bk } = await backedUpDir(t, 'linkintarget')
+    const target = join(S2, 'target')
+    const first = app.split('/').filter(Boolean)[0]!
+    mkdirSync(target)
+    symlinkSync('/' + first, join(target, first))
+    const live = readFileSync(join(app, 'one.txt'), 'utf8')
+    const before = treeState(S2, { withRoot: false })
+    failsCleanly(t, await restoreFiles(['--dry-run', '--target', target, bk.path]), EXIT.input, /is a symlink inside --target/)
+    failsCleanly(t, await restoreFiles(['--target', target, bk.path]), EXIT.input, /is a symlink inside --target; restoring .* through it would write outside/)
+    t.same(treeState(S2, { withRoot: false }), before, 'nothing written, the live path untouched')
+    t.equal(readFileSync(join(app, 'one.txt'), 'utf8'), live)
+    // A link deeper down, where the archive's path goes on through it, is refused the same way.
+    rmSync(join(target, first))
+    const parent = join(target, ...app.split('/').filter(Boolean).slice(0, -1))
+    mkdirSync(dirname(parent), { recursive: true })
+    symlinkSync(dirname(app), parent)
+    failsCleanly(t, await restoreFiles(['--target', target, bk.path]), EXIT.input, /is a symlink inside --target/)
+    t.equal(readFileSync(join(app, 'one.txt'), 'utf8'), live)
   })
 })
 

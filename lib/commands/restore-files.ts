@@ -12,7 +12,7 @@ import type { Decoding } from '../pipeline/decode.ts'
 import { extractArchive } from '../files/extract.ts'
 import { indexEntries } from '../files/index-stream.ts'
 import { discardStaging, leftoverStaging, placeRoot, type Placed } from '../files/place.ts'
-import { inspectRoots, planRoots, type RootPlan } from '../files/restore-plan.ts'
+import { inspectRoots, linkUnderTarget, planRoots, type RootPlan } from '../files/restore-plan.ts'
 import { PATH_MAX, PathGuard } from '../files/safe-paths.ts'
 import { stagedName, verifyStaged } from '../files/verify-tree.ts'
 import type { IndexEntry } from '../files/file-index.ts'
@@ -110,6 +110,13 @@ export async function prepareFilesRestore(
   const indexDecoding = decodingOf(artifact, section.index, undefined, identity)
   const parents: DestinationPlan[] = []
   for (const plan of plans) {
+    const link = opts.target === undefined ? null : await linkUnderTarget(opts.target, plan.destination)
+    if (link !== null) {
+      throw inputError(
+        `${quoteValue(link)} is a symlink inside --target; restoring ${quoteValue(plan.root)} through it would write outside ${quoteValue(opts.target!)}`,
+        'remove or rename that link, or choose an empty --target directory',
+      )
+    }
     if (plan.existing === 'symlink' || plan.existing === 'other') {
       throw inputError(`${quoteValue(plan.destination)} is a ${plan.existing === 'symlink' ? 'symlink' : 'special file'}; restoring over it is refused`, 'move it away, or restore with --target DIR')
     }

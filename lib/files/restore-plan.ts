@@ -1,5 +1,5 @@
 import { lstat } from 'node:fs/promises'
-import { basename, dirname, join } from 'node:path'
+import { basename, dirname, join, relative, sep } from 'node:path'
 import type { FilesystemSection } from '../artifact/manifest-tree.ts'
 import { fromSystemError } from '../cli/system-errors.ts'
 import { memberRoot } from './safe-paths.ts'
@@ -47,6 +47,33 @@ export function planRoots(section: FilesystemSection, target: string | undefined
       keepAsideBase: `${destination}.pre-restore-${stamp}`,
     }
   })
+}
+
+/**
+ * The first directory between `target` and `destination` (both excluded)
+ * that is a symlink, or null. Under --target every such component comes
+ * from the archive's paths, and one that is a link (a container's
+ * var/run -> /run, or one planted there) would carry the restore out of
+ * the directory the operator chose. Stops at the first that is missing:
+ * the restore creates the rest as real directories.
+ */
+export async function linkUnderTarget(target: string, destination: string): Promise<string | null> {
+  const rel = relative(target, dirname(destination))
+  if (rel === '' || rel.startsWith('..')) return null
+  let path = target
+  for (const part of rel.split(sep)) {
+    path = join(path, part)
+    let st
+    try {
+      st = await lstat(path)
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      if (code === 'ENOENT' || code === 'ENOTDIR') return null
+      throw fromSystemError(err) ?? err
+    }
+    if (st.isSymbolicLink()) return path
+  }
+  return null
 }
 
 async function inspect(path: string): Promise<Pick<RootPlan, 'existing' | 'mountPoint'>> {
