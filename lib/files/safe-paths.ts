@@ -34,23 +34,48 @@ export function memberRoot(root: string): string {
   return root.replace(/^\/+/, '')
 }
 
+/**
+ * A name's exact bytes as a string (one char per byte): names that differ
+ * only in bytes that are not UTF-8 (decoded alike, to U+FFFD) stay apart.
+ * '/' is one byte in UTF-8 and never part of a longer character, so the
+ * key splits into segments as the name does.
+ */
+function byteKey(name: string, raw: Buffer | string | undefined): string {
+  if (raw === undefined) return Buffer.from(name, 'utf8').toString('latin1')
+  return (typeof raw === 'string' ? Buffer.from(raw, 'base64') : raw).toString('latin1')
+}
+
+/** An archive member or index entry: its name, and its exact bytes when they are not UTF-8. */
+export interface GuardedEntry {
+  path: string
+  type: string
+  link?: string
+  /** From the archive (tar-header). */
+  rawPath?: Buffer
+  rawLink?: Buffer
+  /** From the index, base64. */
+  pathBytes?: string
+  linkBytes?: string
+}
+
 export class PathGuard {
   private readonly roots: string[]
+  /** Byte keys (byteKey) of the symlinks seen so far. */
   private readonly symlinks = new Set<string>()
   private current = 0
 
   constructor(roots: readonly string[]) {
-    this.roots = roots.map(memberRoot)
+    this.roots = roots.map((r) => byteKey(memberRoot(r), undefined))
   }
 
-  /** The index of the root `path` belongs to, or undefined. */
-  rootOf(path: string): number | undefined {
-    const i = this.roots.findIndex((r) => within(path, r))
+  /** The index of the root a byte key belongs to, or undefined. */
+  private rootOf(key: string): number | undefined {
+    const i = this.roots.findIndex((r) => within(key, r))
     return i === -1 ? undefined : i
   }
 
-  private throughSymlink(path: string): string | undefined {
-    const parts = path.split('/')
+  private throughSymlink(key: string): string | undefined {
+    const parts = key.split('/')
     for (let i = 1; i < parts.length; i++) {
       const prefix = parts.slice(0, i).join('/')
       if (this.symlinks.has(prefix)) return prefix
@@ -60,26 +85,29 @@ export class PathGuard {
 
   /**
    * Checks the next member, in archive order; returns its root's index or
-   * a reason to refuse the whole archive.
+   * a reason to refuse the whole archive. Names are compared by their
+   * bytes, as the file system does.
    */
-  check(entry: { path: string; type: string; link?: string }): { root: number; linkRoot?: number } | { refused: string } {
+  check(entry: GuardedEntry): { root: number; linkRoot?: number } | { refused: string } {
     const shown = JSON.stringify(entry.path)
-    if (!isSafeMemberPath(entry.path)) return { refused: `${shown} is absolute or climbs out with '..'` }
-    const root = this.rootOf(entry.path)
+    const shownKey = (key: string) => JSON.stringify(Buffer.from(key, 'latin1').toString('utf8'))
+    const key = byteKey(entry.path, entry.rawPath ?? entry.pathBytes)
+    if (!isSafeMemberPath(key)) return { refused: `${shown} is absolute or climbs out with '..'` }
+    const root = this.rootOf(key)
     if (root === undefined) return { refused: `${shown} is outside the backed-up paths` }
     if (root < this.current) return { refused: `${shown} comes after the members of a later path (the archive was reordered)` }
     this.current = root
-    const via = this.throughSymlink(entry.path)
-    if (via !== undefined) return { refused: `${shown} would be written through the symlink ${JSON.stringify(via)}` }
+    const via = this.throughSymlink(key)
+    if (via !== undefined) return { refused: `${shown} would be written through the symlink ${shownKey(via)}` }
     if (entry.type === 'symlink') {
-      if (entry.path === this.roots[root]) return { refused: `${shown}: a backed-up path that is itself a symlink cannot be restored safely` }
-      this.symlinks.add(entry.path)
+      if (key === this.roots[root]) return { refused: `${shown}: a backed-up path that is itself a symlink cannot be restored safely` }
+      this.symlinks.add(key)
     }
     if (entry.type === 'hardlink') {
-      const target = entry.link ?? ''
+      const target = byteKey(entry.link ?? '', entry.rawLink ?? entry.linkBytes)
       const linkRoot = isSafeMemberPath(target) ? this.rootOf(target) : undefined
       // A file linked into two backed-up paths: its target is in this path or one already restored.
-      if (linkRoot === undefined || linkRoot > root) return { refused: `${shown} is a hardlink to ${JSON.stringify(target)}, outside the backed-up paths` }
+      if (linkRoot === undefined || linkRoot > root) return { refused: `${shown} is a hardlink to ${shownKey(target)}, outside the backed-up paths` }
       if (this.throughSymlink(target) !== undefined || this.symlinks.has(target)) return { refused: `${shown} is a hardlink through a symlink` }
       if (linkRoot !== root) return { root, linkRoot }
     }
