@@ -4,6 +4,8 @@
 import { execFileSync, spawn } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs'
+import { createServer, request as httpRequest } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { mapLimit } from '../lib/pipeline/map-limit.ts'
@@ -269,6 +271,52 @@ if (top) {
     t.same(await prefixContents(fx.client, fx.bucket, `offsite/${second}`), { objects: [MANIFEST_FILE], uploads: [] }, 'nothing was added under the taken name')
     t.ok((await getObjectBytes(fx.client, fx.bucket, `offsite/${second}/${MANIFEST_FILE}`)).equals(theirs(second!)), 'the existing manifest is unchanged')
     for (const f of local) t.ok((await getObjectBytes(fx.client, fx.bucket, `offsite/${name}/${f}`)).equals(copied[f]!), `first copy's ${f} unchanged`)
+  })
+
+  t.test('--copy-to whose read-back is cut short fails in one line that names the complete local backup', async (t) => {
+    // Once a bug: the read-back piped the body with .pipe(), which does not pass an error on; the
+    // event loop emptied and the run exited 0 with no output at all (cron saw a success).
+    const fx = await s3Fixture(t)
+    if (!fx) return
+    const upstream = new URL(fx.env.AWS_ENDPOINT_URL!)
+    const LIMIT = 64 * 1024
+    // In front of the server: every GET of more than LIMIT bytes is cut off after LIMIT bytes.
+    const proxy = createServer((req, res) => {
+      const up = httpRequest({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers }, (ur) => {
+        res.writeHead(ur.statusCode!, ur.headers)
+        const cut = req.method === 'GET' && Number(ur.headers['content-length'] ?? 0) > LIMIT
+        let sent = 0
+        ur.on('data', (c: Buffer) => {
+          if (cut && sent + c.length > LIMIT) {
+            res.write(c.subarray(0, LIMIT - sent))
+            ur.destroy()
+            res.destroy()
+            return
+          }
+          sent += c.length
+          res.write(c)
+        })
+        ur.on('end', () => res.end())
+      })
+      up.on('error', () => res.destroy())
+      req.pipe(up)
+    })
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', () => r()))
+    t.teardown(() => proxy.close())
+    const app = join(tempDir(t, 'cdr-s3-cut-'), 'app')
+    mkdirSync(app)
+    writeFileSync(join(app, 'random.bin'), randomBytes(1024 * 1024))
+    const dir = tempDir(t, 'cdr-s3-cutlocal-')
+    const offsite = `s3://${fx.bucket}/cut`
+    const endpoint = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`
+    const r = await run(BACKUP, ['--output', dir, '--copy-to', offsite, '--path', app, '--json'], s3CommandEnv(fx, { AWS_ENDPOINT_URL: endpoint }))
+    t.equal(r.code, 1, r.stderr)
+    const [name] = completeArtifacts(dir)
+    t.ok(name, 'the local backup is complete')
+    const doc = json(t, r)
+    t.match(doc, { ok: false, exitCode: 1, artifact: name, path: join(dir, name!) })
+    t.match(doc.error, new RegExp(`^backup ${name} is complete \\(.*\\), but copying it to ${offsite} failed: reading back the copy of \\S+ from ${offsite}/${name} failed`))
+    t.equal(stderrLines(r).length, 1, r.stderr)
   })
 
   t.test('SIGTERM during an upload: the run aborts its multipart upload and leaves nothing in the bucket', async (t) => {

@@ -15,6 +15,7 @@ import {
 } from '../artifact/manifest.ts'
 import { artifactName, isPartialName } from '../artifact/naming.ts'
 import { DrError, runtimeError, usageError } from '../cli/errors.ts'
+import { fromSystemError } from '../cli/system-errors.ts'
 import type { Reporter } from '../cli/report.ts'
 import { critical, onInterrupt } from '../cli/signals.ts'
 import type { EncryptionPolicy, Recipients } from '../crypto/age.ts'
@@ -261,24 +262,32 @@ export async function runBackup(opts: BackupOptions, reporter: Reporter): Promis
       release()
     })
     const bytes = files.reduce((sum, f) => sum + f.size, 0)
-    // Off-site copies of the finished artifact; a failed copy fails the run (exit 1), the local artifact stays.
+    // Off-site copies of the finished artifact, then prune. Either failing still fails the run
+    // (exit 1; a missing copy or old backups piling up need someone to act), but the line says the
+    // new backup is complete, and --json names it, so cron does not report a lost backup.
+    const afterPublish = (what: string, err: unknown): unknown => {
+      const known = err instanceof DrError ? err : fromSystemError(err)
+      if (!known) return err
+      return new DrError(known.kind, `backup ${name} is complete (${writer.location}), but ${what} failed: ${known.message}`, known.fix, {
+        ...known.details,
+        artifact: name,
+        path: writer.location,
+      })
+    }
     const copied: CopyResult[] = []
     for (const c of copies) {
       const plan = c.kind === 'local' ? copyPlans.get(c.path) : undefined
-      if (plan) await createDestination(plan)
-      copied.push(await copyArtifact(writer.location, name, text, sum, files, await openStore(c, opts.env, UPLOAD), reporter))
+      try {
+        if (plan) await createDestination(plan)
+        copied.push(await copyArtifact(writer.location, name, text, sum, files, await openStore(c, opts.env, UPLOAD), reporter))
+      } catch (err) {
+        throw afterPublish(`copying it to ${c.kind === 'local' ? c.path : c.url}`, err)
+      }
     }
     // After the new backup is complete, never before: it is the newest, so prune always keeps it.
-    // A prune that fails still fails the run (old backups pile up until someone acts), but its
-    // line says the new backup is complete, and --json names it, so cron does not report a lost backup.
     const pruned = opts.prune
       ? await runPrune({ store, ...opts.prune, dryRun: false, now: new Date() }, reporter).catch((err: unknown) => {
-          if (!(err instanceof DrError)) throw err
-          throw new DrError(err.kind, `backup ${name} is complete (${writer.location}), but pruning afterwards failed: ${err.message}`, err.fix, {
-            ...err.details,
-            artifact: name,
-            path: writer.location,
-          })
+          throw afterPublish('pruning afterwards', err)
         })
       : null
     return {

@@ -1,8 +1,9 @@
 import { createReadStream } from 'node:fs'
 import { join } from 'node:path'
-import type { Readable } from 'node:stream'
+import { Writable, type Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
 import type { ManifestFile } from '../artifact/manifest.ts'
-import { runtimeError, verificationError } from '../cli/errors.ts'
+import { DrError, runtimeError, verificationError } from '../cli/errors.ts'
 import { formatBytes, type Reporter } from '../cli/report.ts'
 import { onInterrupt } from '../cli/signals.ts'
 import { digestBuffer, DigestStream } from '../pipeline/checksum.ts'
@@ -16,9 +17,10 @@ export interface CopyResult {
   verified: boolean
 }
 
+/** pipeline, not pipe: a body cut short must fail the read-back, not leave it waiting on a stream that never ends. */
 async function digestOf(stream: Readable): Promise<{ sha256: string; size: number }> {
   const digest = new DigestStream()
-  for await (const _ of stream.pipe(digest)) void _
+  await pipeline(stream, digest, new Writable({ write: (_chunk, _enc, done) => done() }))
   return digest.digest()
 }
 
@@ -45,7 +47,9 @@ export async function copyArtifact(
   try {
     for (const file of files) {
       const sent = new DigestStream((n) => reporter.progress(`copying ${file.path} to ${to.url}`, bytes + n))
-      await writer.writeFile(file.path, createReadStream(join(dir, file.path), { highWaterMark: 1024 * 1024 }).pipe(sent), file.size)
+      const local = createReadStream(join(dir, file.path), { highWaterMark: 1024 * 1024 })
+      local.once('error', (err) => sent.destroy(err)) // pipe() does not pass a read error on
+      await writer.writeFile(file.path, local.pipe(sent), file.size)
       const d = sent.digest()
       if (d.sha256 !== file.sha256 || d.size !== file.size) {
         throw verificationError(`${file.path} changed on disk before it was copied to ${to.url}`, 'the local artifact is damaged; nothing was left in the bucket; back up again')
@@ -63,7 +67,16 @@ export async function copyArtifact(
   }
   // Read back: the copy is trusted only once the store has returned the same bytes.
   for (const file of [...files, { path: MANIFEST_FILE, ...digestBuffer(manifestText) }]) {
-    const got = await digestOf(await to.read(name, file.path))
+    let got
+    try {
+      got = await digestOf(await to.read(name, file.path))
+    } catch (err) {
+      if (err instanceof DrError) throw err
+      throw runtimeError(
+        `reading back the copy of ${file.path} from ${to.url}/${name} failed: ${(err as Error)?.message ?? String(err)}`,
+        'check the bucket and the network, then copy again; the local artifact is intact',
+      )
+    }
     if (got.sha256 !== file.sha256 || got.size !== file.size) {
       throw verificationError(`the copy of ${file.path} in ${to.url}/${name} does not read back as written`, 'check the bucket (and its server); the local artifact is intact')
     }
