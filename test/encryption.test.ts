@@ -175,6 +175,12 @@ t.test('without the right key a restore stops before it touches anything', async
   const malformed = join(dir, 'malformed-secret')
   const bogusSecret = 'AGE-SECRET-KEY-1' + 'Q'.repeat(58)
   writeFileSync(malformed, `# a damaged key\n${bogusSecret}\n`)
+  // An identity file that is itself age-encrypted (age -p makes such; its header is the same as
+  // here): age would prompt for a passphrase, or fail, and that must not read as a damaged backup.
+  const sealed = join(dir, 'sealed-identity.age')
+  execFileSync('age', ['-r', stranger.recipient, '-o', sealed, keyA.identity])
+  const sealedArmored = join(dir, 'sealed-identity.asc')
+  execFileSync('age', ['-a', '-r', stranger.recipient, '-o', sealedArmored, keyA.identity])
   const cases: Array<{ name: string; identity: string | undefined; code: number; message: RegExp }> = [
     { name: 'no BACKUP_AGE_IDENTITY_FILE', identity: undefined, code: EXIT.usage, message: /is encrypted and BACKUP_AGE_IDENTITY_FILE is not set/ },
     { name: 'BACKUP_AGE_IDENTITY_FILE that does not exist', identity: join(dir, 'missing'), code: EXIT.input, message: /does not exist/ },
@@ -182,6 +188,8 @@ t.test('without the right key a restore stops before it touches anything', async
     { name: 'an identity file of garbage', identity: garbage, code: EXIT.input, message: /is not a readable age identity file/ },
     { name: 'the public key instead of the identity', identity: publicOnly, code: EXIT.input, message: /is not a readable age identity file/ },
     { name: 'a malformed secret key', identity: malformed, code: EXIT.input, message: /is not a readable age identity file/ },
+    { name: 'a passphrase-protected identity', identity: sealed, code: EXIT.input, message: /is protected by a passphrase, which a restore cannot ask for; decrypt it/ },
+    { name: 'a passphrase-protected identity, armored', identity: sealedArmored, code: EXIT.input, message: /is protected by a passphrase/ },
   ]
   // All refused before anything is touched, so they may run together; each is judged after.
   const results = await Promise.all(cases.map(async (c) => ({ ...c, r: await run(RESTORE, [artifact], withKey(c.identity)) })))

@@ -2,7 +2,7 @@ import { isEncrypted, type PostgresDumped } from '../artifact/manifest.ts'
 import type { VerifiedArtifact } from '../artifact/verify.ts'
 import { verificationError } from '../cli/errors.ts'
 import type { Reporter } from '../cli/report.ts'
-import { identityFromEnv } from '../crypto/age.ts'
+import { identityFromEnv, refusePassphraseIdentity } from '../crypto/age.ts'
 import { checkIdentity } from '../crypto/decrypt-check.ts'
 import type { DumpSource } from '../postgres/restore.ts'
 import type { RolesSource } from './restore-postgres.ts'
@@ -17,6 +17,7 @@ export async function unlockArtifact(artifact: VerifiedArtifact, env: NodeJS.Pro
   const encrypted = artifact.manifest.files.filter((f) => f.encryption === 'age')
   if (encrypted.length === 0) return undefined
   const identity = identityFromEnv(env, artifact.manifest.artifact)
+  await refusePassphraseIdentity(identity)
   await checkIdentity(
     encrypted.map((f) => artifact.files.get(f.path)!),
     identity,

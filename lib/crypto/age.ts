@@ -138,11 +138,28 @@ export function decryptionFailure(stderr: string, file: string, identityFile: st
   if (/reading ".*": |failed to open file|unknown identity type|malformed secret key|no secret keys/.test(stderr)) {
     return inputError(`BACKUP_AGE_IDENTITY_FILE ${shownId} is not a readable age identity file`, 'point it at the file age-keygen wrote (AGE-SECRET-KEY-1…)')
   }
+  if (/failed to decrypt identity file|could not read passphrase|incorrect passphrase/i.test(stderr)) return passphraseIdentity(identityFile)
   if (/failed to read header|parsing age header|failed to decrypt|authenticate|unexpected EOF|truncated/i.test(stderr)) {
     return verificationError(`${file} is damaged: its ciphertext does not decrypt`, 'the artifact is damaged; use another backup')
   }
   return runtimeError(`age could not decrypt ${file} (${oneLine(stderr.replace(SECRET_WORD, '[identity]'), 200) || 'no message'})`, 'check the age installation and BACKUP_AGE_IDENTITY_FILE')
 }
+
+/**
+ * An identity file that is itself age-encrypted (age -p, armored or not):
+ * age would ask for its passphrase on the terminal, once per process, or
+ * fail without one. Told apart from a damaged backup before age runs.
+ */
+export async function refusePassphraseIdentity(file: string): Promise<void> {
+  const head = (await readOperatorFile(file, IDENTITY_FILE)).subarray(0, 64).toString('latin1')
+  if (head.startsWith('age-encryption.org/') || head.startsWith('-----BEGIN AGE ENCRYPTED FILE-----')) throw passphraseIdentity(file)
+}
+
+const passphraseIdentity = (file: string) =>
+  inputError(
+    `BACKUP_AGE_IDENTITY_FILE ${quoteValue(file)} is protected by a passphrase, which a restore cannot ask for`,
+    'decrypt it to a file only this user can read (age -d -o key.txt FILE) and point BACKUP_AGE_IDENTITY_FILE at that; remove it afterwards',
+  )
 
 /** Restore of an encrypted artifact: the identity file must be named before anything starts. */
 export function identityFromEnv(env: NodeJS.ProcessEnv, what: string): string {
