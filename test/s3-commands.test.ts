@@ -524,7 +524,7 @@ if (top) {
           label: `bad S3_PART_SIZE: ${c.label}`,
           env: s3CommandEnv(fx, { ...c.env, S3_PART_SIZE: 'lots' }),
           code: 2,
-          error: /^error: S3_PART_SIZE 'lots' is not a part size from 5MiB to 5GiB; use a size such as 16MiB/,
+          error: /^error: S3_PART_SIZE 'lots' is not a part size from 5MiB to 4GiB; use a size such as 16MiB/,
         })),
       ...commands('gs://x/p').map((c) => ({ ...c, label: `gs://: ${c.label}`, env: s3CommandEnv(fx, c.env), code: 2, error: /unsupported scheme gs:\/\// })),
       ...commands('s3:/x').map((c) => ({

@@ -194,7 +194,7 @@ t.test('client settings from the environment', async (t) => {
   t.notMatch(kind({ AWS_ENDPOINT_URL: 'http://user:hunter2@x' }), /hunter2/)
   t.match(kind({ S3_FORCE_PATH_STYLE: 'maybe' }), /^2: S3_FORCE_PATH_STYLE must be true or false/)
   t.match(kind({ S3_CONTENT_MD5: 'sometimes' }, true), /^2: S3_CONTENT_MD5 must be true or false/)
-  for (const bad of ['4MiB', '6GiB', '16KB', '-8', 'lots', '8.5MiB']) t.match(kind({ S3_PART_SIZE: bad }, true), /^2: S3_PART_SIZE .* is not a part size from 5MiB to 5GiB/, bad)
+  for (const bad of ['4MiB', '5GiB', '6GiB', '16KB', '-8', 'lots', '8.5MiB']) t.match(kind({ S3_PART_SIZE: bad }, true), /^2: S3_PART_SIZE .* is not a part size from 5MiB to 4GiB/, bad)
   t.equal(s3ClientFromEnv({ S3_PART_SIZE: '64MiB' }, { upload: true }).partSize, 64 * MiB)
   t.equal(s3ClientFromEnv({ S3_PART_SIZE: '1gib' }, { upload: true }).partSize, 1024 * MiB)
   t.equal(s3ClientFromEnv({ S3_PART_SIZE: '16' }, { upload: true }).partSize, 16 * MiB, 'a plain number is MiB')

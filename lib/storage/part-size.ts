@@ -3,7 +3,7 @@ import { quoteValue } from '../cli/escape.ts'
 import { envFlag } from '../cli/switches.ts'
 
 /**
- * Multipart part sizes. S3 allows at most 10,000 parts of 5 MiB to 5 GiB,
+ * Multipart part sizes. S3 allows at most 10,000 parts of 5 MiB to 5 GiB (here 4 GiB, below),
  * and an upload keeps its part size fixed (lib/storage/multipart.ts), so
  * the part size caps the object: 8 MiB parts hold at most 78 GiB. Memory is
  * about (parts in flight + 1) × part size, so the size is only raised
@@ -11,7 +11,8 @@ import { envFlag } from '../cli/switches.ts'
  */
 const MiB = 1024 * 1024
 export const MIN_PART_SIZE = 5 * MiB
-export const MAX_PART_SIZE = 5 * 1024 * MiB
+/** S3 allows 5 GiB, but a part is one Buffer here, and Node.js 20 caps a Buffer at 4 GiB. */
+export const MAX_PART_SIZE = 4 * 1024 * MiB
 export const MAX_PARTS = 10_000
 /** The largest object `partSize` parts can hold. */
 export const maxObjectBytes = (partSize: number): number => partSize * MAX_PARTS
@@ -28,13 +29,13 @@ export function partSizeFor(configured: number, expectedBytes?: number): number 
 
 const UNITS: Record<string, number> = { '': MiB, mib: MiB, m: MiB, mb: MiB, gib: 1024 * MiB, g: 1024 * MiB, gb: 1024 * MiB }
 
-/** S3_PART_SIZE: "16MiB", "1GiB" or a number of MiB, from 5 MiB to 5 GiB (MB and GB are read as MiB and GiB). */
+/** S3_PART_SIZE: "16MiB", "1GiB" or a number of MiB, from 5 MiB to 4 GiB (MB and GB are read as MiB and GiB). */
 export function parsePartSize(raw: string, name = 'S3_PART_SIZE'): number {
   const m = /^(\d{1,5})\s*([a-z]*)$/i.exec(raw.trim())
   const unit = m ? UNITS[m[2]!.toLowerCase()] : undefined
   const bytes = m && unit !== undefined ? Number(m[1]) * unit : NaN
   if (!(bytes >= MIN_PART_SIZE && bytes <= MAX_PART_SIZE)) {
-    throw usageError(`${name} ${quoteValue(raw, 20)} is not a part size from 5MiB to 5GiB`, `use a size such as 16MiB (objects up to 10,000 parts: 16MiB holds 156 GiB)`)
+    throw usageError(`${name} ${quoteValue(raw, 20)} is not a part size from 5MiB to 4GiB`, `use a size such as 16MiB (objects up to 10,000 parts: 16MiB holds 156 GiB)`)
   }
   return bytes
 }
