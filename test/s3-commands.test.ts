@@ -4,8 +4,6 @@
 import { execFileSync, spawn } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs'
-import { createServer, request as httpRequest } from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { mapLimit } from '../lib/pipeline/map-limit.ts'
@@ -36,6 +34,7 @@ import {
   putSyntheticArtifact,
   s3CommandEnv,
   s3Fixture,
+  s3Proxy,
   syntheticArtifact,
   uploadKeys,
   type S3Fixture,
@@ -278,37 +277,13 @@ if (top) {
     // event loop emptied and the run exited 0 with no output at all (cron saw a success).
     const fx = await s3Fixture(t)
     if (!fx) return
-    const upstream = new URL(fx.env.AWS_ENDPOINT_URL!)
-    const LIMIT = 64 * 1024
-    // In front of the server: every GET of more than LIMIT bytes is cut off after LIMIT bytes.
-    const proxy = createServer((req, res) => {
-      const up = httpRequest({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers }, (ur) => {
-        res.writeHead(ur.statusCode!, ur.headers)
-        const cut = req.method === 'GET' && Number(ur.headers['content-length'] ?? 0) > LIMIT
-        let sent = 0
-        ur.on('data', (c: Buffer) => {
-          if (cut && sent + c.length > LIMIT) {
-            res.write(c.subarray(0, LIMIT - sent))
-            ur.destroy()
-            res.destroy()
-            return
-          }
-          sent += c.length
-          res.write(c)
-        })
-        ur.on('end', () => res.end())
-      })
-      up.on('error', () => res.destroy())
-      req.pipe(up)
-    })
-    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', () => r()))
-    t.teardown(() => proxy.close())
+    // In front of the server: every GET of more than 64 KiB is cut off after 64 KiB.
+    const endpoint = await s3Proxy(t, fx, (req) => (req.method === 'GET' ? { cutAfter: 64 * 1024 } : null))
     const app = join(tempDir(t, 'cdr-s3-cut-'), 'app')
     mkdirSync(app)
     writeFileSync(join(app, 'random.bin'), randomBytes(1024 * 1024))
     const dir = tempDir(t, 'cdr-s3-cutlocal-')
     const offsite = `s3://${fx.bucket}/cut`
-    const endpoint = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`
     const r = await run(BACKUP, ['--output', dir, '--copy-to', offsite, '--path', app, '--json'], s3CommandEnv(fx, { AWS_ENDPOINT_URL: endpoint }))
     t.equal(r.code, 1, r.stderr)
     const [name] = completeArtifacts(dir)
@@ -317,6 +292,33 @@ if (top) {
     t.match(doc, { ok: false, exitCode: 1, artifact: name, path: join(dir, name!) })
     t.match(doc.error, new RegExp(`^backup ${name} is complete \\(.*\\), but copying it to ${offsite} failed: reading back the copy of \\S+ from ${offsite}/${name} failed`))
     t.equal(stderrLines(r).length, 1, r.stderr)
+  })
+
+  t.test("an answer lost after the server stored the claim, the sidecar or the manifest: the SDK's retry gets 412, and the run knows its own write", async (t) => {
+    // Once a bug: the retry's 412 was read as another run owning the name; the run failed with
+    // 'already exists' and left its (complete, or sidecar-only) artifact behind.
+    const fx = await s3Fixture(t)
+    if (!fx) return
+    const lost = new Set<string>()
+    const endpoint = await s3Proxy(t, fx, (req) => {
+      const m = /\/(\.claim|manifest\.json\.sha256|manifest\.json)\?x-id=PutObject$/.exec(req.url ?? '')
+      if (req.method !== 'PUT' || !m || lost.has(m[1]!)) return null
+      lost.add(m[1]!)
+      return 'lose-answer'
+    })
+    const app = makeTree(t)
+    const base = `s3://${fx.bucket}/lost`
+    const r = await run(BACKUP, ['--output', base, '--path', app, '--json'], s3CommandEnv(fx, { AWS_ENDPOINT_URL: endpoint, AWS_MAX_ATTEMPTS: '3' }))
+    t.equal(r.code, 0, r.stderr)
+    t.same([...lost].sort(), ['.claim', 'manifest.json', 'manifest.json.sha256'], 'each answer was lost once')
+    const name = json(t, r).artifact
+    const listed = await prefixContents(fx.client, fx.bucket, `lost/${name}`)
+    t.ok(listed.objects.includes(MANIFEST_FILE) && !listed.objects.includes('.claim'), `complete, the claim gone: ${listed.objects.join(', ')}`)
+    const status = await run(STATUS, ['--json', base], s3CommandEnv(fx))
+    t.match(JSON.parse(status.stdout), { partials: [], artifacts: [{ name, kind: 'complete', problem: null }] })
+    const restored = join(tempDir(t, 'cdr-s3-lost-'), 'r')
+    const back = await run(RESTORE, ['--target', restored, name], s3CommandEnv(fx, { BACKUP_BASE: base, RESTORE_FILES: 'true' }))
+    t.equal(back.code, 0, back.stderr)
   })
 
   t.test('SIGTERM during an upload: the run aborts its multipart upload and leaves nothing in the bucket', async (t) => {

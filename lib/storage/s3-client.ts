@@ -196,6 +196,9 @@ export function s3NameOf(err: unknown): string | undefined {
   return (err as SdkError)?.name
 }
 
+/** A conditional write (If-None-Match: *) refused: something already has the key. */
+export const isPreconditionFailed = (err: unknown): boolean => s3StatusOf(err) === 412 || s3NameOf(err) === 'PreconditionFailed'
+
 /**
  * Any failure of an S3 request as one DrError line with a fix: the
  * operator's to fix (credentials, a missing bucket) exits 3, the

@@ -10,7 +10,7 @@ import type { S3Store } from './s3.ts'
 import { formatBytes } from '../cli/report.ts'
 import { MAX_PARTS, partSizeFor } from './part-size.ts'
 import { MultipartUpload, PartBuffers } from './multipart.ts'
-import { s3NameOf, s3StatusOf } from './s3-client.ts'
+import { isPreconditionFailed } from './s3-client.ts'
 import type { ArtifactWriter } from './store.ts'
 
 /** An empty object that reserves an artifact name while its run uploads (see S3Store.create). */
@@ -129,7 +129,12 @@ export class S3Writer implements ArtifactWriter {
       )
       this.written.add(key)
     } catch (err) {
-      if (s3StatusOf(err) === 412 || s3NameOf(err) === 'PreconditionFailed') {
+      if (isPreconditionFailed(err)) {
+        // Our own first attempt, stored before its answer was lost (the SDK retried): done.
+        if (await this.store.holds(key, text)) {
+          this.written.add(key)
+          return
+        }
         this.conflicted = true
         throw runtimeError(`artifact ${this.name} already exists in ${this.store.url}`, 'another backup used the same name; run again')
       }

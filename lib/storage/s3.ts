@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import { createWriteStream } from 'node:fs'
 import { mkdir, stat } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
@@ -21,7 +22,7 @@ import { isArtifactName, MANIFEST_FILE, MANIFEST_SUM_FILE } from '../artifact/na
 import { MANIFEST_LIMIT, SUM_LIMIT, trustManifestBytes } from '../artifact/read-manifest.ts'
 import { DrError, inputError, runtimeError, verificationError } from '../cli/errors.ts'
 import { quoteValue } from '../cli/escape.ts'
-import { s3Error, s3NameOf, s3StatusOf, type S3Connection } from './s3-client.ts'
+import { isPreconditionFailed, s3Error, s3NameOf, s3StatusOf, type S3Connection } from './s3-client.ts'
 import type { ArtifactWriter, Store } from './store.ts'
 import { DigestStream, identityOf, type Digest, type FileIdentity } from '../pipeline/checksum.ts'
 import { mapLimit } from '../pipeline/map-limit.ts'
@@ -134,9 +135,16 @@ export class S3Store implements Store {
       // Claim the name with a conditional write: of two runs that both saw it free, exactly one gets it.
       // Data objects cannot be written conditionally (multipart), so without this claim the loser's
       // uploads would replace the winner's files under the same name.
-      await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key + CLAIM_FILE, Body: new Uint8Array(0), ContentLength: 0, IfNoneMatch: '*' }))
+      // The claim holds a token of this run's own: a 412 to the SDK's retry of a PUT whose answer
+      // was lost (our first attempt stored it) is told apart from another run's claim by reading it.
+      const token = `${randomBytes(16).toString('hex')}\n`
+      try {
+        await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key + CLAIM_FILE, Body: token, IfNoneMatch: '*' }))
+      } catch (err) {
+        if (!(isPreconditionFailed(err) && (await this.holds(key + CLAIM_FILE, token)))) throw err
+      }
     } catch (err) {
-      if (s3StatusOf(err) === 412 || s3NameOf(err) === 'PreconditionFailed') return null
+      if (isPreconditionFailed(err)) return null
       throw this.fail(err)
     }
     return new S3Writer(this, name, key, this.partSize, this.queueSize, this.maxParts)
@@ -235,6 +243,37 @@ export class S3Store implements Store {
       throw this.fail(err, `s3://${this.bucket}/${upload.key}`)
     }
     return latest(times)
+  }
+
+  /**
+   * The object at `key` holds exactly `text`: after a conditional PUT
+   * answered 412, whether it was our own earlier attempt that stored it
+   * (the answer lost, the SDK retried) or someone else's object. Any
+   * failure to read it counts as someone else's.
+   */
+  async holds(key: string, text: string): Promise<boolean> {
+    const expected = Buffer.from(text)
+    try {
+      const got = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }))
+      const body = got.Body as Readable
+      if (got.ContentLength !== undefined && got.ContentLength !== expected.length) {
+        body.destroy()
+        return false
+      }
+      const chunks: Buffer[] = []
+      let length = 0
+      for await (const chunk of body) {
+        chunks.push(chunk as Buffer)
+        length += (chunk as Buffer).length
+        if (length > expected.length) {
+          body.destroy()
+          return false
+        }
+      }
+      return Buffer.concat(chunks).equals(expected)
+    } catch {
+      return false
+    }
   }
 
   /** A small object read whole, refused past `limit` bytes; a missing one is the artifact's fault. */

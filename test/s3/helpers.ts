@@ -1,5 +1,7 @@
 import { execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
+import { createServer, request as httpRequest, type IncomingMessage } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import {
   CreateBucketCommand,
@@ -161,4 +163,48 @@ export async function putSyntheticArtifact(client: S3Client, bucket: string, pre
   const base = prefix ? `${prefix}/${name}/` : `${name}/`
   for (const [file, body] of Object.entries(files)) await putObjectBytes(client, bucket, base + file, body)
   return name
+}
+
+/** What the proxy does to one request: pass it, lose the server's answer, or cut the body short. */
+export type Misbehaviour = null | 'lose-answer' | { cutAfter: number }
+
+/**
+ * An HTTP proxy in front of the test server that misbehaves as told, per
+ * request: the failures of a real network (an answer lost after the server
+ * acted, a download cut short). Returns its endpoint URL; closed at the
+ * end of the test. Requests are forwarded unchanged (their signatures hold).
+ */
+export async function s3Proxy(t: Test, fx: Pick<S3Fixture, 'env'>, misbehave: (req: IncomingMessage) => Misbehaviour): Promise<string> {
+  const upstream = new URL(fx.env.AWS_ENDPOINT_URL!)
+  const proxy = createServer((req, res) => {
+    const what = misbehave(req)
+    const up = httpRequest({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers }, (ur) => {
+      if (what === 'lose-answer') {
+        // The server has acted; its answer never arrives.
+        ur.resume()
+        ur.on('end', () => res.socket?.destroy())
+        return
+      }
+      res.writeHead(ur.statusCode!, ur.headers)
+      const limit = what?.cutAfter ?? Infinity
+      let sent = 0
+      ur.on('data', (c: Buffer) => {
+        if (sent + c.length > limit) {
+          res.write(c.subarray(0, limit - sent))
+          ur.destroy()
+          res.destroy()
+          return
+        }
+        sent += c.length
+        res.write(c)
+      })
+      ur.on('end', () => res.end())
+    })
+    up.on('error', () => res.destroy())
+    req.pipe(up)
+  })
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', () => resolve()))
+  t.teardown(() => new Promise<void>((resolve) => proxy.close(() => resolve())))
+  proxy.on('connection', (socket) => t.teardown(() => socket.destroy()))
+  return `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`
 }
