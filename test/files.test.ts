@@ -9,6 +9,8 @@ import { mapLimit } from '../lib/pipeline/map-limit.ts'
 import { identityOf } from '../lib/pipeline/checksum.ts'
 import { verifyArtifact } from '../lib/artifact/verify.ts'
 import { ExitCode } from '../lib/cli/errors.ts'
+import { placeRoot } from '../lib/files/place.ts'
+import { inspectRoots, planRoots } from '../lib/files/restore-plan.ts'
 import {
   BACKUP,
   cleanEnv,
@@ -335,6 +337,47 @@ async function changedTree(t: Test, what: string) {
   const changed = treeState(app)
   return { S, app, data, original, changed, bk }
 }
+
+t.test('a backed-up name near NAME_MAX (230 bytes) restores in place and under --target: the restore cuts its own names to fit', async (t) => {
+  // Once a bug: `.NAME.restoring-STAMP-NONCE` (37 bytes more) and `NAME.pre-restore-STAMP` (29 more)
+  // were too long for such a name, so every restore failed (exit 2) and left directories behind.
+  const S = scenario(t, 'longname')
+  const app = join(S, 'n'.repeat(120) + 'é'.repeat(55)) // 230 bytes of UTF-8
+  mkdirSync(join(app, 'sub'), { recursive: true })
+  writeFileSync(join(app, 'sub', 'f.txt'), 'long-named\n')
+  const original = treeState(app)
+  const bk = await backup(t, ['--path', app])
+  const target = join(scenario(t, 'longname-target'), 'r')
+  const dry = await restoreFiles(['--dry-run', '--target', target, bk.path])
+  t.equal(dry.code, 0, dry.stderr)
+  const r = await restoreFiles(['--target', target, bk.path])
+  t.equal(r.code, 0, r.stderr)
+  t.same(treeState(join(target, member(app))), original, 'restored under --target')
+  writeFileSync(join(app, 'sub', 'f.txt'), 'changed\n')
+  const inPlace = await restoreFiles([bk.path])
+  t.equal(inPlace.code, 0, inPlace.stderr)
+  t.same(treeState(app), original, 'restored in place')
+  const kept = readdirSync(S).filter((n) => n.includes('.pre-restore-'))
+  t.equal(kept.length, 1, `the replaced copy is kept: ${kept}`)
+  t.ok(Buffer.byteLength(kept[0]!) <= 255, 'under a name the file system takes')
+  t.equal(readFileSync(join(S, kept[0]!, 'sub', 'f.txt'), 'utf8'), 'changed\n')
+  t.match(inPlace.stdout, kept[0]!.slice(0, 40), 'and named in the output')
+  t.same(readdirSync(S).filter((n) => n.includes('.restoring-')), [], 'no staging left')
+})
+
+t.test('a restored path that something else takes while the restore runs: the message says what happened', async (t) => {
+  const S = scenario(t, 'taken')
+  const dest = join(S, 'app')
+  const plan = (await inspectRoots(planRoots({ roots: [dest] } as any, undefined, new Date(), 'abcd1234')))[0]!
+  t.equal(plan.existing, 'none')
+  mkdirSync(join(plan.staging, 'app'), { recursive: true })
+  writeFileSync(join(plan.staging, 'app', 'restored.txt'), 'restored\n')
+  // Between the plan and the move, another process creates the destination.
+  mkdirSync(dest)
+  writeFileSync(join(dest, 'theirs.txt'), 'theirs\n')
+  await t.rejects(placeRoot(plan), { message: /cannot move the restored .* into place: something appeared at it while the restore ran \(ENOTEMPTY\); nothing was there before, and nothing there was replaced/ })
+  t.same(readdirSync(dest), ['theirs.txt'], 'what appeared is untouched')
+})
 
 t.test('a kept copy is never replaced: a name already taken gets -2, for a directory and for a file', async (t) => {
   const { S, app, bk } = await changedTree(t, 'kept-taken')

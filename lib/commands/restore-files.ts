@@ -172,9 +172,10 @@ export async function stageFiles(opts: FilesRestoreOptions, prepared: PreparedFi
   // Parents made for --target go again with the staging when the restore fails: rmdir stops at
   // the first that is not empty, which after a successful restore is the one holding it.
   const created: string[] = []
+  // Never throws: a cleanup that fails must not replace the error that called for it.
   const undo = async () => {
-    await discardStaging(plans)
-    await removeCreated(created)
+    for (const left of await discardStaging(plans)) reporter.warn(`could not remove the staging directory ${quoteValue(left)}; remove it with rm -rf`)
+    await removeCreated(created).catch(() => {})
   }
   const release = onInterrupt(undo)
   const discard = async () => {

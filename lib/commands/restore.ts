@@ -80,7 +80,19 @@ export async function runRestore(opts: RestoreOptions, reporter: Reporter): Prom
       throw err
     }
     const failed = checks.filter((c) => !c.ok)
-    if (staged && failed.length === 0) files = await placeFiles(staged, reporter)
+    if (staged && failed.length === 0) {
+      try {
+        files = await placeFiles(staged, reporter)
+      } catch (err) {
+        // The database is already restored: a re-run would swap it again, so the line must say so.
+        if (postgres.status !== 'restored' || !(err instanceof DrError)) throw err
+        const kept = postgres.kept ? `, the one it replaced kept as ${postgres.kept}` : ''
+        throw new DrError(err.kind, `database ${postgres.database} was restored${kept}, but the files were not: ${err.message}`, `${err.fix ? `${err.fix}; ` : ''}restore the files alone (RESTORE_FILES=true without RESTORE_POSTGRES), not the database again`, {
+          ...err.details,
+          postgres,
+        })
+      }
+    }
     else if (preparedFiles && opts.dryRun) files = plannedFiles(preparedFiles)
     else {
       await staged?.discard()

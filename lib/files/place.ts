@@ -1,9 +1,9 @@
-import { lstat, mkdir, open, readdir, rename, rm, rmdir, unlink } from 'node:fs/promises'
+import { chmod, lstat, mkdir, open, readdir, rename, rm, rmdir, unlink } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { fsyncDir } from '../artifact/durable.ts'
 import { runtimeError } from '../cli/errors.ts'
 import { quoteValue } from '../cli/escape.ts'
-import { keepAsideNames, type RootPlan } from './restore-plan.ts'
+import { keepAsideNames, stagingPrefix, type RootPlan } from './restore-plan.ts'
 
 export interface Placed {
   destination: string
@@ -34,10 +34,19 @@ export async function placeRoot(plan: RootPlan): Promise<Placed> {
     await rename(staged, plan.destination)
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code ?? 'error'
-    const back = keptAside ? await rename(keptAside, plan.destination).then(() => true, () => false) : true
+    // Something took the destination between the check and the move: another restore, or a process.
+    const appeared = code === 'ENOTEMPTY' || code === 'EEXIST' || code === 'ENOTDIR' || code === 'EISDIR'
+    const why = appeared ? `something appeared at it while the restore ran (${code})` : code
+    if (keptAside === null) {
+      throw runtimeError(
+        `cannot move the restored ${quoteValue(plan.destination)} into place: ${why}; nothing was there before, and nothing there was replaced`,
+        appeared ? 'see what is there now (another restore?), move it away, then restore again' : 'check permissions on its parent directory, then restore again',
+      )
+    }
+    const back = await rename(keptAside, plan.destination).then(() => true, () => false)
     throw runtimeError(
-      `cannot move the restored ${quoteValue(plan.destination)} into place (${code}); ${back ? 'the previous content was put back' : `the previous content is kept as ${quoteValue(keptAside!)}`}`,
-      back ? 'check permissions on its parent directory' : `move ${quoteValue(keptAside!)} back to ${quoteValue(plan.destination)} by hand, then check permissions on its parent directory`,
+      `cannot move the restored ${quoteValue(plan.destination)} into place: ${why}; ${back ? 'the previous content was put back' : `the previous content is kept as ${quoteValue(keptAside)}`}`,
+      back ? 'check permissions on its parent directory, then restore again' : `see what is at ${quoteValue(plan.destination)} now, move ${quoteValue(keptAside)} back by hand, then restore again`,
     )
   }
   await rmdir(plan.staging).catch(() => {})
@@ -76,14 +85,40 @@ async function moveAside(path: string, base: string): Promise<string> {
   throw Object.assign(new Error('no free name'), { code: 'EEXIST' })
 }
 
-/** Removes staging directories of a restore that did not finish; safe to call on ones that never existed. */
-export async function discardStaging(plans: readonly RootPlan[]): Promise<void> {
-  for (const plan of plans) await rm(plan.staging, { recursive: true, force: true })
+/**
+ * Removes staging directories of a restore that did not finish; safe to
+ * call on ones that never existed. Never throws, so a cleanup cannot hide
+ * the failure that called for it: returns the ones it could not remove.
+ * tar restores directories with their recorded modes, and a 0555 one
+ * stops rm for a user who is not root: such directories are made
+ * writable (only inside the staging directory, links not followed) and
+ * the removal tried again.
+ */
+export async function discardStaging(plans: readonly RootPlan[]): Promise<string[]> {
+  const left: string[] = []
+  for (const plan of plans) {
+    try {
+      await rm(plan.staging, { recursive: true, force: true })
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      const removed = (code === 'EACCES' || code === 'EPERM') && (await makeWritable(plan.staging).then(() => rm(plan.staging, { recursive: true, force: true })).then(() => true, () => false))
+      if (!removed) left.push(plan.staging)
+    }
+  }
+  return left
+}
+
+/** chmod u+rwx on every directory under `dir` (itself included), never through a symlink. */
+async function makeWritable(dir: string): Promise<void> {
+  const st = await lstat(dir)
+  if (!st.isDirectory()) return
+  await chmod(dir, (st.mode & 0o7777) | 0o700)
+  for (const entry of await readdir(dir, { withFileTypes: true })) if (entry.isDirectory()) await makeWritable(join(dir, entry.name))
 }
 
 /** Leftover `.NAME.restoring-STAMP` directories beside a destination, from interrupted restores. */
 export async function leftoverStaging(plan: RootPlan): Promise<string[]> {
-  const prefix = `.${basename(plan.destination)}.restoring-`
+  const prefix = stagingPrefix(plan.destination)
   try {
     return (await readdir(dirname(plan.destination))).filter((n) => n.startsWith(prefix)).map((n) => join(dirname(plan.destination), n))
   } catch {

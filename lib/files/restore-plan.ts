@@ -29,6 +29,39 @@ export function restoreStamp(now: Date): string {
   return now.toISOString().slice(0, 19).replace(/[-:]/g, '') + 'Z'
 }
 
+/** The longest file name Linux file systems take (NAME_MAX), in bytes. */
+const NAME_MAX = 255
+
+/**
+ * Pure: `name` cut to at most `bytes` bytes of UTF-8, on a character
+ * boundary. The restore's own names (staging, kept copies) add a suffix
+ * to a backed-up name that may itself be close to NAME_MAX.
+ */
+export function fitName(name: string, bytes: number): string {
+  if (Buffer.byteLength(name) <= bytes) return name
+  let out = ''
+  let used = 0
+  for (const ch of name) {
+    const n = Buffer.byteLength(ch)
+    if (used + n > bytes) break
+    out += ch
+    used += n
+  }
+  return out
+}
+
+/** `.NAME.restoring-`: how a destination's staging directories begin (NAME cut so the whole name fits NAME_MAX). */
+export function stagingPrefix(destination: string): string {
+  // The rest: STAMP (16) '-' NONCE (8).
+  return `.${fitName(basename(destination), NAME_MAX - '..restoring-'.length - 25)}.restoring-`
+}
+
+/** `NAME.pre-restore-STAMP` beside the destination, NAME cut so that it, and a `-NNN` after it, fit NAME_MAX. */
+function keepAsideBaseOf(destination: string, stamp: string): string {
+  const suffix = `.pre-restore-${stamp}`
+  return join(dirname(destination), fitName(basename(destination), NAME_MAX - suffix.length - 5) + suffix)
+}
+
 /**
  * Pure: the names for each root. `nonce` (random, per run) makes the
  * staging directory this run's own: two restores started in the same
@@ -43,8 +76,8 @@ export function planRoots(section: FilesystemSection, target: string | undefined
       root,
       member,
       destination,
-      staging: join(dirname(destination), `.${basename(destination)}.restoring-${stamp}-${nonce}`),
-      keepAsideBase: `${destination}.pre-restore-${stamp}`,
+      staging: join(dirname(destination), `${stagingPrefix(destination)}${stamp}-${nonce}`),
+      keepAsideBase: keepAsideBaseOf(destination, stamp),
     }
   })
 }
