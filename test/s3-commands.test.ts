@@ -510,14 +510,15 @@ if (top) {
         label: `wrong secret: ${c.label}`,
         env: s3CommandEnv(fx, { ...c.env, AWS_SECRET_ACCESS_KEY: secret }),
         code: 3,
-        error: /^error: the S3 endpoint \S+ refused the request signature: wrong secret key \(SignatureDoesNotMatch\); check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY/,
+        // --copy-to: the local backup is complete, and the line says so first.
+        error: /^error: (?:backup \S+ is complete \(.*\), but copying it to \S+ failed: )?the S3 endpoint \S+ refused the request signature: wrong secret key \(SignatureDoesNotMatch\); check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY/,
       })),
       ...commands(`s3://${missing}/p`).map((c) => ({
         ...c,
         label: `missing bucket: ${c.label}`,
         env: s3CommandEnv(fx, c.env),
         code: 3,
-        error: new RegExp(`^error: bucket '${missing}' does not exist at `),
+        error: new RegExp(`^error: (?:backup \\S+ is complete \\(.*\\), but copying it to \\S+ failed: )?bucket '${missing}' does not exist at `),
       })),
       ...commands(`s3://${fx.bucket}/errors`)
         .filter((c) => c.script === BACKUP)

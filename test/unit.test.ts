@@ -84,6 +84,14 @@ t.test('DATABASE_URL becomes libpq environment, never argv', async (t) => {
   } catch (err) {
     t.notMatch((err as Error).message, /hunter22/, 'an invalid URL is not echoed')
   }
+  // libpq's URI forms that are not web URLs: a user with an empty host, and several hosts.
+  t.same(parseDatabaseUrl('postgresql://postgres@/db?host=/var/run/postgresql'), { PGUSER: 'postgres', PGDATABASE: 'db', PGHOST: '/var/run/postgresql' })
+  t.same(parseDatabaseUrl('postgresql://u:pw@/db?host=/sock'), { PGUSER: 'u', PGPASSWORD: 'pw', PGDATABASE: 'db', PGHOST: '/sock' })
+  t.same(parseDatabaseUrl('postgresql://postgres@h1:5432,h2:5433/db'), { PGUSER: 'postgres', PGHOST: 'h1,h2', PGPORT: '5432,5433', PGDATABASE: 'db' })
+  t.same(parseDatabaseUrl('postgresql://[::1]:5433,h2/db'), { PGHOST: '::1,h2', PGPORT: '5433,', PGDATABASE: 'db' })
+  t.same(parseDatabaseUrl('postgresql://'), {})
+  t.equal(kindOf(() => parseDatabaseUrl('postgresql://h/db%zz')), 'usage')
+  t.equal(kindOf(() => parseDatabaseUrl('postgresql:/h/db')), 'usage')
   t.equal(kindOf(() => parseDatabaseUrl('mysql://h/db')), 'usage')
   t.equal(kindOf(() => parseDatabaseUrl('postgresql://h/db?weird=1')), 'usage')
 })

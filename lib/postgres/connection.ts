@@ -59,26 +59,47 @@ function withoutNul(value: string, part: string): string {
   return value
 }
 
-/** Translates DATABASE_URL into libpq variables so it never reaches a command line. */
+/**
+ * Translates DATABASE_URL into libpq variables so it never reaches a
+ * command line. Parsed as libpq parses a connection URI, not as a web URL:
+ * `postgresql://[user[:password]@][host[:port][,host[:port]...]][/dbname][?param=value&...]`,
+ * so an empty host with a user (`postgresql://app@/db?host=/var/run/postgresql`)
+ * and several hosts (`h1:5432,h2:5433`) are taken as psql takes them.
+ */
 export function parseDatabaseUrl(url: string): Record<string, string> {
-  let parsed: URL
-  try {
-    parsed = new URL(url)
-  } catch {
-    // The URL may hold a password: never echo it.
-    throw usageError('DATABASE_URL is not a valid URL', 'use postgresql://user@host:port/dbname')
+  const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1]?.toLowerCase()
+  if (scheme !== undefined && scheme !== 'postgres' && scheme !== 'postgresql') {
+    throw usageError(`DATABASE_URL must start with postgresql://, not ${scheme.slice(0, 20)}://`, 'use postgresql://user@host:port/dbname')
   }
-  if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
-    throw usageError(`DATABASE_URL must start with postgresql://, not ${parsed.protocol}//`, 'use postgresql://user@host:port/dbname')
-  }
+  const m = /^postgres(?:ql)?:\/\/([^/?#]*)(?:\/([^?#]*))?(?:\?([^#]*))?$/i.exec(url)
+  // The URL may hold a password: never echo it.
+  if (!m) throw usageError('DATABASE_URL is not a valid URL', 'use postgresql://user@host:port/dbname')
+  const [, authority = '', path = '', query] = m
+  const at = authority.lastIndexOf('@')
+  const userinfo = at === -1 ? '' : authority.slice(0, at)
+  const hostspec = at === -1 ? authority : authority.slice(at + 1)
   const vars: Record<string, string> = {}
-  if (parsed.hostname) vars.PGHOST = decodePart(parsed.hostname, 'host').replace(/^\[(.*)\]$/, '$1')
-  if (parsed.port) vars.PGPORT = parsed.port
-  if (parsed.username) vars.PGUSER = decodePart(parsed.username, 'user name')
-  if (parsed.password) vars.PGPASSWORD = decodePart(parsed.password, 'password')
-  const db = decodePart(parsed.pathname.replace(/^\//, ''), 'database name')
+  if (userinfo) {
+    const colon = userinfo.indexOf(':')
+    const user = colon === -1 ? userinfo : userinfo.slice(0, colon)
+    if (user) vars.PGUSER = decodePart(user, 'user name')
+    if (colon !== -1) vars.PGPASSWORD = decodePart(userinfo.slice(colon + 1), 'password')
+  }
+  if (hostspec) {
+    const hosts: string[] = []
+    const ports: string[] = []
+    for (const one of hostspec.split(',')) {
+      const hp = /^(\[[^\]]*\]|[^:]*)(?::(\d*))?$/.exec(one)
+      if (!hp) throw usageError('DATABASE_URL is not a valid URL', 'use postgresql://user@host:port/dbname (host:port, several separated by commas)')
+      hosts.push(decodePart(hp[1]!, 'host').replace(/^\[(.*)\]$/, '$1'))
+      ports.push(hp[2] ?? '')
+    }
+    if (hosts.some((h) => h !== '')) vars.PGHOST = hosts.join(',')
+    if (ports.some((p) => p !== '')) vars.PGPORT = ports.join(',')
+  }
+  const db = decodePart(path, 'database name')
   if (db) vars.PGDATABASE = db
-  for (const [key, value] of parsed.searchParams) {
+  for (const [key, value] of new URLSearchParams(query ?? '')) {
     const name = URL_PARAM_ENV[key]
     if (!name) {
       throw usageError(`DATABASE_URL parameter ${quoteValue(key, 40)} is not supported`, 'set the matching PG* environment variable instead')
