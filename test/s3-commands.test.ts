@@ -485,6 +485,9 @@ if (top) {
     }
     const dry = await run(RESTORE, ['--dry-run', name], env)
     t.equal(dry.code, 0, `with the original bytes back it verifies: ${dry.stderr}`)
+    // The name as a shell completes it, with a trailing slash, is the same artifact in the bucket.
+    const slash = await run(RESTORE, ['--dry-run', `${name}/`], env)
+    t.equal(slash.code, 0, `NAME/ is the artifact NAME: ${slash.stderr}`)
   })
 
   t.test('wrong credentials, a missing bucket, unsupported locations: one line, the right exit code, no secret', async (t) => {

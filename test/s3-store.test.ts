@@ -158,6 +158,9 @@ t.test('parseLocation', async (t) => {
     ['gs://bucket/x', /unsupported scheme gs:\/\//],
     ['file:///var/backups', /unsupported scheme file:\/\//],
     ['/tmp/a\u0000b', /NUL byte/],
+    [' s3://bucket/p', /has spaces around it/],
+    ['s3://bucket/p ', /has spaces around it/],
+    ['\ts3:bucket', /has spaces around it/],
   ]
   for (const [text, want] of bad) {
     const shown = JSON.stringify(text).slice(0, 50)

@@ -60,8 +60,9 @@ export async function localArtifact(
   if (arg !== undefined && /^[a-z][a-z0-9+.-]*:\/\//i.test(arg)) {
     parseLocation(arg, 'the artifact') // refuses unsupported schemes
     s3 = splitS3Artifact(arg)
-  } else if (backupBase && /^[a-z][a-z0-9+.-]*:\/\//i.test(backupBase) && arg !== undefined && !arg.includes('/')) {
-    s3 = { base: backupBase, name: arg }
+  } else if (backupBase && /^[a-z][a-z0-9+.-]*:\/\//i.test(backupBase) && arg !== undefined && !arg.replace(/\/+$/, '').includes('/')) {
+    // A name under the bucket's BACKUP_BASE, with or without the trailing slash a shell completes.
+    s3 = { base: backupBase, name: arg.replace(/\/+$/, '') }
   } else if (backupBase && /^[a-z][a-z0-9+.-]*:\/\//i.test(backupBase)) {
     parseLocation(backupBase, 'BACKUP_BASE')
     if (arg === undefined || arg === '') throw usageError('missing artifact name', `run: BACKUP_BASE=${backupBase} restore.sh conductor-backup-YYYYMMDDTHHMMSSZ`)

@@ -27,6 +27,10 @@ const MAX_PREFIX_BYTES = 900
 export function parseLocation(text: string, what: string): Location {
   const shown = `${what} ${quoteValue(text)}`
   if (text === '') throw usageError(`${what} is empty`, 'pass a directory or s3://bucket/prefix')
+  // ' s3://b/p' would otherwise be a local directory named ' s3:', and 's3://b/p ' a prefix ending in a space: a quoting slip.
+  if (text.trim() !== text && (SCHEME.test(text.trim()) || /^s3:/i.test(text.trim()))) {
+    throw usageError(`${shown} has spaces around it`, 'remove them (check the quoting in the cron line or runbook)')
+  }
   const scheme = SCHEME.exec(text)
   if (scheme) {
     if (scheme[1]!.toLowerCase() !== 's3') {
