@@ -321,6 +321,31 @@ if (top) {
     t.equal(back.code, 0, back.stderr)
   })
 
+  t.test('a download into a full RESTORE_STAGING_DIR: one line naming the directory, nothing left there', async (t) => {
+    const fx = await s3Fixture(t)
+    if (!fx) return
+    const small = tempDir(t, 'cdr-s3-small-')
+    try {
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', small], { stdio: 'ignore' })
+    } catch {
+      t.pass('skipped: cannot mount a tmpfs here (not root?)')
+      return
+    }
+    t.teardown(() => execFileSync('umount', [small]))
+    const app = join(tempDir(t, 'cdr-s3-full-'), 'app')
+    mkdirSync(app)
+    writeFileSync(join(app, 'random.bin'), randomBytes(3 * 1024 * 1024))
+    const base = `s3://${fx.bucket}/full`
+    const b = await run(BACKUP, ['--output', base, '--path', app, '--json'], s3CommandEnv(fx))
+    t.equal(b.code, 0, b.stderr)
+    const name = json(t, b).artifact
+    const r = await run(RESTORE, ['--dry-run', name], s3CommandEnv(fx, { BACKUP_BASE: base, RESTORE_STAGING_DIR: small }))
+    t.equal(r.code, 1, r.stderr)
+    t.equal(stderrLines(r).length, 1, r.stderr)
+    t.match(r.stderr, new RegExp(`^error: no room in '${small}' to download ${base}/${name} \\(file system full\\); the partial download was removed; free space in RESTORE_STAGING_DIR`))
+    t.same(readdirSync(small), [], 'nothing left in the staging directory')
+  })
+
   t.test('SIGTERM during an upload: the run aborts its multipart upload and leaves nothing in the bucket', async (t) => {
     const fx = await s3Fixture(t)
     if (!fx) return

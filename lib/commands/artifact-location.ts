@@ -6,7 +6,7 @@ import { checkWritableDir } from '../artifact/destination.ts'
 import { checkArtifactDir, resolveArtifactPath } from '../artifact/locate.ts'
 import type { KnownDigest } from '../artifact/verify.ts'
 import { isArtifactName, isPartialName } from '../artifact/naming.ts'
-import { inputError, usageError } from '../cli/errors.ts'
+import { inputError, runtimeError, usageError } from '../cli/errors.ts'
 import { quoteValue } from '../cli/escape.ts'
 import type { Reporter } from '../cli/report.ts'
 import { onInterrupt } from '../cli/signals.ts'
@@ -88,6 +88,13 @@ export async function localArtifact(
   } catch (err) {
     release()
     await cleanup()
+    const code = (err as NodeJS.ErrnoException)?.code
+    if (code === 'ENOSPC' || code === 'EDQUOT') {
+      throw runtimeError(
+        `no room in ${quoteValue(parent)} to download ${origin} (${code === 'ENOSPC' ? 'file system full' : 'quota exceeded'}); the partial download was removed`,
+        `${stagingDir ? 'free space in RESTORE_STAGING_DIR or point it' : 'free space there, or set RESTORE_STAGING_DIR'} at a directory with room for the whole artifact (status.sh shows its size)`,
+      )
+    }
     throw err
   }
   return {
