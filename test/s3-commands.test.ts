@@ -321,6 +321,29 @@ if (top) {
     t.equal(back.code, 0, back.stderr)
   })
 
+  t.test('SIGTERM while --copy-to waits on the bucket: exit 130, and the line says the local backup is complete', async (t) => {
+    const fx = await s3Fixture(t)
+    if (!fx) return
+    const endpoint = await s3Proxy(t, fx, (req) => (req.method === 'PUT' ? 'hang' : null))
+    const app = makeTree(t)
+    const dir = tempDir(t, 'cdr-s3-termcopy-')
+    const child = spawn(BACKUP, ['--output', dir, '--copy-to', `s3://${fx.bucket}/termcopy`, '--path', app], {
+      cwd: REPO,
+      env: s3CommandEnv(fx, { AWS_ENDPOINT_URL: endpoint }),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    const done = collect(child)
+    await waitFor('the local backup', async () => completeArtifacts(dir).length > 0)
+    await sleep(300)
+    child.kill('SIGTERM')
+    const r = await done
+    t.equal(r.code, 130, r.stderr)
+    const [name] = completeArtifacts(dir)
+    t.match(r.stderr, `interrupted by SIGTERM before finishing; backup ${name} is complete (${join(dir, name!)})`)
+    t.match(r.stderr, /the rest of its work was stopped and removed; run that again/)
+    t.same(await prefixContents(fx.client, fx.bucket, 'termcopy'), { objects: [], uploads: [] }, 'nothing of the copy in the bucket')
+  })
+
   t.test('a download into a full RESTORE_STAGING_DIR: one line naming the directory, nothing left there', async (t) => {
     const fx = await s3Fixture(t)
     if (!fx) return

@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url'
 import { wantsJson } from './args.ts'
 import { DrError, ExitCode, runtimeError } from './errors.ts'
 import { createReporter, type Reporter } from './report.ts'
-import { completedDuringInterrupt, markInterrupted, runCleanups, whenNotCritical } from './signals.ts'
+import { completedDuringInterrupt, doneBeforeInterrupt, markInterrupted, runCleanups, whenNotCritical } from './signals.ts'
 import { fromSystemError } from './system-errors.ts'
 
 /**
@@ -49,11 +49,12 @@ export async function runCli(argv: string[], main: (ctx: CliContext) => Promise<
       .then(() => runCleanups(CLEANUP_DEADLINE_MS))
       .then(() => {
         const done = completedDuringInterrupt()
+        const before = doneBeforeInterrupt()
         reporter.failure(
           new DrError(
             'interrupted',
-            `interrupted by ${signal} before finishing${done.length ? ` (completed first, as it cannot be cut in half: ${done.join('; ')})` : ''}`,
-            'its partial work was stopped and removed; run it again',
+            `interrupted by ${signal} before finishing${done.length ? ` (completed first, as it cannot be cut in half: ${done.join('; ')})` : ''}${before.length ? `; ${before.join('; ')}` : ''}`,
+            before.length ? 'the rest of its work was stopped and removed; run that again' : 'its partial work was stopped and removed; run it again',
           ),
         )
         process.exit(ExitCode.interrupted)

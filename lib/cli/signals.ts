@@ -48,6 +48,21 @@ export function completedDuringInterrupt(): string[] {
   return criticalNotes
 }
 
+let doneNotes: string[] = []
+
+/**
+ * A result that stands whatever happens next (a published backup, before
+ * its copies and pruning): an interrupt's message names it, so "its
+ * partial work was removed" is not read as "no backup was made".
+ */
+export function noteDone(what: string): void {
+  doneNotes.push(what)
+}
+
+export function doneBeforeInterrupt(): string[] {
+  return doneNotes
+}
+
 /**
  * A step that must not be cut in half: the database swap, publishing an
  * artifact, dropping the database a restore replaced. It does not start

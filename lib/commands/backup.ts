@@ -17,7 +17,7 @@ import { artifactName, isPartialName } from '../artifact/naming.ts'
 import { DrError, runtimeError, usageError } from '../cli/errors.ts'
 import { fromSystemError } from '../cli/system-errors.ts'
 import type { Reporter } from '../cli/report.ts'
-import { critical, onInterrupt } from '../cli/signals.ts'
+import { critical, noteDone, onInterrupt } from '../cli/signals.ts'
 import type { EncryptionPolicy, Recipients } from '../crypto/age.ts'
 import { archiveTrees } from '../files/archive.ts'
 import { checkOutsideRoots, checkRoots } from '../files/roots.ts'
@@ -261,6 +261,7 @@ export async function runBackup(opts: BackupOptions, reporter: Reporter): Promis
       // Published: the interrupt cleanup must not remove it now.
       release()
     })
+    if (copies.length > 0 || opts.prune) noteDone(`backup ${name} is complete (${writer.location})`)
     const bytes = files.reduce((sum, f) => sum + f.size, 0)
     // Off-site copies of the finished artifact, then prune. Either failing still fails the run
     // (exit 1; a missing copy or old backups piling up need someone to act), but the line says the

@@ -166,7 +166,7 @@ export async function putSyntheticArtifact(client: S3Client, bucket: string, pre
 }
 
 /** What the proxy does to one request: pass it, lose the server's answer, or cut the body short. */
-export type Misbehaviour = null | 'lose-answer' | { cutAfter: number }
+export type Misbehaviour = null | 'lose-answer' | 'hang' | { cutAfter: number }
 
 /**
  * An HTTP proxy in front of the test server that misbehaves as told, per
@@ -178,6 +178,8 @@ export async function s3Proxy(t: Test, fx: Pick<S3Fixture, 'env'>, misbehave: (r
   const upstream = new URL(fx.env.AWS_ENDPOINT_URL!)
   const proxy = createServer((req, res) => {
     const what = misbehave(req)
+    // Never forwarded, never answered: a server that has stopped responding.
+    if (what === 'hang') return
     const up = httpRequest({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers }, (ur) => {
       if (what === 'lose-answer') {
         // The server has acted; its answer never arrives.
