@@ -580,6 +580,15 @@ if (top) {
           code: 2,
           error: /^error: S3_PART_SIZE 'lots' is not a part size from 5MiB to 4GiB; use a size such as 16MiB/,
         })),
+      ...commands(`s3://${fx.bucket}/errors`)
+        .filter((c) => c.script === STATUS)
+        .map((c) => ({
+          ...c,
+          label: `an AWS_PROFILE that does not exist: ${c.label}`,
+          env: s3CommandEnv(fx, { AWS_ACCESS_KEY_ID: undefined, AWS_SECRET_ACCESS_KEY: undefined, AWS_PROFILE: 'cdr-no-such-profile', AWS_CONFIG_FILE: '/nonexistent/config', AWS_SHARED_CREDENTIALS_FILE: '/nonexistent/credentials' }),
+          code: 3,
+          error: /^error: AWS_PROFILE 'cdr-no-such-profile' gives no credentials; check that the profile exists/,
+        })),
       ...commands('gs://x/p').map((c) => ({ ...c, label: `gs://: ${c.label}`, env: s3CommandEnv(fx, c.env), code: 2, error: /unsupported scheme gs:\/\// })),
       ...commands('s3:/x').map((c) => ({
         ...c,

@@ -45,6 +45,8 @@ export interface S3Connection {
   readonly secrets: readonly string[]
   /** S3_PART_SIZE, when set: multipart part size in bytes (lib/storage/part-size.ts). */
   readonly partSize?: number
+  /** AWS_PROFILE, when credentials are to come from it: named when it yields none. */
+  readonly profile?: string
 }
 
 /** Requests that carry Content-MD5; S3_CONTENT_MD5=true adds multipart parts (see above). */
@@ -112,6 +114,7 @@ export function s3ClientFromEnv(env: NodeJS.ProcessEnv, options: S3ClientOptions
     region,
     secrets: [secretAccessKey, sessionToken].filter((s): s is string => s !== undefined),
     ...(partSize !== undefined ? { partSize } : {}),
+    ...(config.profile !== undefined ? { profile: config.profile } : {}),
   }
 }
 
@@ -149,7 +152,7 @@ function hasHeader(headers: Record<string, string>, name: string): boolean {
 
 /** What a failed request was about, for its one line. */
 export interface S3ErrorContext {
-  conn: Pick<S3Connection, 'endpoint' | 'region' | 'secrets'>
+  conn: Pick<S3Connection, 'endpoint' | 'region' | 'secrets' | 'profile'>
   bucket: string
   /** The s3:// URL of what was being done (the store, an artifact, one object). */
   url: string
@@ -229,6 +232,9 @@ export function s3Error(err: unknown, ctx: S3ErrorContext): DrError {
         'use credentials that may list, read, write and delete objects and abort multipart uploads in this bucket',
       )
     case 'CredentialsProviderError':
+      if (ctx.conn.profile !== undefined) {
+        return inputError(`AWS_PROFILE ${quoteValue(ctx.conn.profile, 64)} gives no credentials`, 'check that the profile exists in ~/.aws/config or ~/.aws/credentials (AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE) and holds keys, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY')
+      }
       return inputError('no AWS credentials found', 'set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE')
     case 'NoSuchBucket':
       return inputError(`bucket ${quoteValue(ctx.bucket)} does not exist at ${endpoint}`, 'create it, or correct the s3:// location (and AWS_ENDPOINT_URL or AWS_REGION)')
