@@ -536,6 +536,11 @@ if (top) {
     // The name as a shell completes it, with a trailing slash, is the same artifact in the bucket.
     const slash = await run(RESTORE, ['--dry-run', `${name}/`], env)
     t.equal(slash.code, 0, `NAME/ is the artifact NAME: ${slash.stderr}`)
+    // A junk object below the name (no backup writes one): refused as tampering, not 'run again'.
+    await putObjectBytes(fx.client, fx.bucket, `flip/${name}/${MANIFEST_FILE}/x`, Buffer.from('junk'))
+    const junk = await run(RESTORE, ['--dry-run', name!], env)
+    t.equal(junk.code, 4, junk.stderr)
+    t.match(junk.stderr, /holds nested objects \('manifest\.json\/x'\), which no backup writes/)
   })
 
   t.test('wrong credentials, a missing bucket, unsupported locations: one line, the right exit code, no secret', async (t) => {

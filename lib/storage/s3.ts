@@ -428,6 +428,10 @@ export class S3Store implements Store {
     const files = objects.map((o) => ({ ...o, rel: o.key.slice(key.length) }))
     const unsafe = files.find((f) => !isSafeRelativePath(f.rel))
     if (unsafe) throw verificationError(`artifact ${quoteValue(where)} holds an object named ${quoteValue(unsafe.rel)}`, 'the artifact is damaged or tampered with; use another backup')
+    // No backup writes below its own name: as status says, such a name is not an artifact (and
+    // NAME/manifest.json/x would clash with NAME/manifest.json on disk).
+    const nested = files.find((f) => f.rel.includes('/'))
+    if (nested) throw verificationError(`artifact ${quoteValue(where)} holds nested objects (${quoteValue(nested.rel)}), which no backup writes`, 'the artifact is damaged or tampered with; use another backup')
     await mkdir(localDir, { recursive: true, mode: 0o700 })
     const dirs = new Set<string>([localDir])
     const downloaded: DownloadedFile[] = []
