@@ -297,6 +297,27 @@ t.test('names that differ only in bytes that are not UTF-8: a directory and a sy
   }
 })
 
+t.test('a hardlink between two backed-up paths, both names not UTF-8: restored as a copy', async (t) => {
+  // Once a bug: the copy was made by the decoded names (U+FFFD), which name no file: exit 4, 'tampered'.
+  const S = scenario(t, 'bytes-link')
+  const a = join(S, 'a')
+  const b = join(S, 'b')
+  mkdirSync(a)
+  mkdirSync(b)
+  const fa = Buffer.concat([Buffer.from(`${a}/f`), Buffer.from([0xff])])
+  const gb = Buffer.concat([Buffer.from(`${b}/g`), Buffer.from([0xfe])])
+  writeFileSync(fa, 'linked across paths\n')
+  linkSync(fa, gb)
+  const bk = await backup(t, ['--path', a, '--path', b])
+  const target = join(scenario(t, 'bytes-link-target'), 'r')
+  const r = await restoreFiles(['--target', target, bk.path])
+  t.equal(r.code, 0, `restores: ${r.stderr}`)
+  const at = (n: Buffer) => Buffer.concat([Buffer.from(target), n])
+  t.equal(readFileSync(at(fa), 'utf8'), 'linked across paths\n')
+  t.equal(readFileSync(at(gb), 'utf8'), 'linked across paths\n')
+  t.equal(lstatSync(at(gb)).mtimeMs, lstatSync(gb).mtimeMs, 'with the time of the link')
+})
+
 t.test('a file name with a backslash', async (t) => {
   // Once a bug: a backslash is a legal byte in a Linux file name, but the path check refused it as
   // "absolute or climbs out with '..'", so every restore of such a backup failed with exit 4.

@@ -14,7 +14,7 @@ import { memberMatches, type IndexEntry } from './file-index.ts'
 import type { RootPlan } from './restore-plan.ts'
 import { PathGuard } from './safe-paths.ts'
 import { scanTar, TarFormatError, type TarMember } from './tar-scan.ts'
-import { stagedPath } from './verify-tree.ts'
+import { stagedBytes, stagedPath } from './verify-tree.ts'
 
 /** tar -x for one root, into its staging directory; the root's leading directories are stripped. */
 function extractor(plan: RootPlan, env: NodeJS.ProcessEnv): Tool {
@@ -72,7 +72,7 @@ export async function extractArchive(
   let current: { index: number; tar: Tool } | null = null
   /** The index entry of the member being passed to tar: its content is hashed on the way and must match. */
   let expected: IndexEntry | null = null
-  const crossLinks: { path: string; from: string; member: TarMember }[] = []
+  const crossLinks: { path: string | Buffer; from: string | Buffer; member: TarMember }[] = []
   const finished: Tool[] = []
   const finish = async () => {
     if (!current) return
@@ -107,7 +107,9 @@ export async function extractArchive(
         if ('refused' in verdict) throw refused(verdict.refused)
         if (verdict.linkRoot !== undefined) {
           // Linked to a file of another path, which may be on another file system: made a copy after extraction.
-          crossLinks.push({ path: stagedPath(plans[verdict.root]!, member.path), from: stagedPath(plans[verdict.linkRoot]!, member.link!), member })
+          // By their bytes when they are not UTF-8: the decoded text (U+FFFD) names no file.
+          const at = (plan: RootPlan, name: string, raw: Buffer | undefined) => (raw ? stagedBytes(plan, raw) : stagedPath(plan, name))
+          crossLinks.push({ path: at(plans[verdict.root]!, member.path, member.rawPath), from: at(plans[verdict.linkRoot]!, member.link!, member.rawLink), member })
           return 'drop' as const
         }
         if (current?.index !== verdict.root) {
@@ -153,29 +155,37 @@ export async function extractArchive(
   if (feedError) throw feedError
 }
 
+/** The directory part of a path given as text or as bytes (a name need not be UTF-8). */
+function parentOf(path: string | Buffer): string | Buffer {
+  if (typeof path === 'string') return dirname(path)
+  const cut = path.lastIndexOf(0x2f)
+  return cut <= 0 ? Buffer.from('/') : path.subarray(0, cut)
+}
+
 /**
  * A hardlink between two backed-up paths becomes a copy with the link's
  * metadata; the directory it lands in keeps the times tar gave it.
  */
-async function copyLinked(from: string, to: string, member: TarMember): Promise<void> {
+async function copyLinked(from: string | Buffer, to: string | Buffer, member: TarMember): Promise<void> {
   if (!(await lstat(from)).isFile()) throw Object.assign(new Error('not a file'), { code: 'ENOTFILE' })
-  const parent = await lstat(dirname(to), { bigint: true })
+  const parent = await lstat(parentOf(to), { bigint: true })
   await copyFile(from, to, fsConstants.COPYFILE_EXCL)
   if (process.getuid?.() === 0) await chown(to, member.uid, member.gid)
   await chmod(to, member.mode)
   // Nanosecond times, as tar sets them: utimes(2) from Node rounds to a double.
   await setMtime(to, member.mtime)
-  await setMtime(dirname(to), `${parent.mtimeNs / 1_000_000_000n}.${String(parent.mtimeNs % 1_000_000_000n).padStart(9, '0')}`)
+  await setMtime(parentOf(to), `${parent.mtimeNs / 1_000_000_000n}.${String(parent.mtimeNs % 1_000_000_000n).padStart(9, '0')}`)
 }
 
-async function setMtime(path: string, mtime: string): Promise<void> {
-  const touch = spawnTool('touch', ['-h', '-m', '-d', `@${mtime}`, '--', path], {
+/** touch -h -m, the path passed NUL-terminated on stdin through xargs -0: any bytes, never an option. */
+async function setMtime(path: string | Buffer, mtime: string): Promise<void> {
+  const touch = spawnTool('xargs', ['-0', '-r', 'touch', '-h', '-m', '-d', `@${mtime}`, '--'], {
     env: { ...process.env, LC_ALL: 'C' },
-    stdin: 'ignore',
+    stdin: 'pipe',
     stdout: 'ignore',
-    missing: runtimeError('touch not found on PATH', 'install coreutils'),
+    missing: runtimeError('xargs not found on PATH', 'install findutils'),
   })
+  touch.stdin!.end(Buffer.concat([typeof path === 'string' ? Buffer.from(path) : path, Buffer.from([0])]))
   const exit = await touch.exited
-  if (exit !== 0) throw runtimeError(`cannot set the time of ${path}: ${oneLine(touch.stderr())}`, 'check permissions in the staging directory')
+  if (exit !== 0) throw runtimeError(`cannot set the time of ${String(path)}: ${oneLine(touch.stderr())}`, 'check permissions in the staging directory')
 }
-
