@@ -90,6 +90,24 @@ t.test('DATABASE_URL becomes libpq environment, never argv', async (t) => {
   t.same(parseDatabaseUrl('postgresql://postgres@h1:5432,h2:5433/db'), { PGUSER: 'postgres', PGHOST: 'h1,h2', PGPORT: '5432,5433', PGDATABASE: 'db' })
   t.same(parseDatabaseUrl('postgresql://[::1]:5433,h2/db'), { PGHOST: '::1,h2', PGPORT: '5433,', PGDATABASE: 'db' })
   t.same(parseDatabaseUrl('postgresql://'), {})
+  // As libpq reads them (checked against PQconninfoParse): the user part ends at the first '@' before
+  // any '/', so '?', '#', ':' may be in a password; '+' is not a space; an empty password sets none.
+  t.same(parseDatabaseUrl('postgresql://app:?Tr0ub4dor&3@db/conductor'), { PGUSER: 'app', PGPASSWORD: '?Tr0ub4dor&3', PGHOST: 'db', PGDATABASE: 'conductor' })
+  t.same(parseDatabaseUrl('postgresql://u:p#ss@h/db'), { PGUSER: 'u', PGPASSWORD: 'p#ss', PGHOST: 'h', PGDATABASE: 'db' })
+  t.same(parseDatabaseUrl('postgresql://u:p@ss@host/db'), { PGUSER: 'u', PGPASSWORD: 'p', PGHOST: 'ss@host', PGDATABASE: 'db' })
+  t.same(parseDatabaseUrl('postgresql://h/db?password=ab+cd&application_name=x#y'), { PGHOST: 'h', PGDATABASE: 'db', PGPASSWORD: 'ab+cd', PGAPPNAME: 'x#y' })
+  t.same(parseDatabaseUrl('postgresql://u:@h/db'), { PGUSER: 'u', PGHOST: 'h', PGDATABASE: 'db' })
+  t.same(parseDatabaseUrl('postgresql://:5433/db'), { PGPORT: '5433', PGDATABASE: 'db' })
+  t.same(parseDatabaseUrl('postgresql://h%2Fx/db'), { PGHOST: 'h/x', PGDATABASE: 'db' })
+  t.equal(kindOf(() => parseDatabaseUrl('postgresql://h/db?sslmode')), 'usage')
+  t.equal(kindOf(() => parseDatabaseUrl('POSTGRESQL://h/db')), 'usage')
+  for (const leaky of ['postgresql://app:2024?Sup3rSecret@db/conductor?weird=1', 'postgresql://h/db?Sup3rSecret=1', 'postgresql://h/db?x=Sup3rSecret=2']) {
+    try {
+      parseDatabaseUrl(leaky)
+    } catch (err) {
+      t.notMatch((err as Error).message, /Sup3rSecret/, `nothing of ${leaky.length} characters echoed`)
+    }
+  }
   t.equal(kindOf(() => parseDatabaseUrl('postgresql://h/db%zz')), 'usage')
   t.equal(kindOf(() => parseDatabaseUrl('postgresql:/h/db')), 'usage')
   t.equal(kindOf(() => parseDatabaseUrl('mysql://h/db')), 'usage')

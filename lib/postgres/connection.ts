@@ -59,52 +59,70 @@ function withoutNul(value: string, part: string): string {
   return value
 }
 
+const BAD_URL = () => usageError('DATABASE_URL is not a valid URL', 'use postgresql://user:password@host:port/dbname (percent-encode @ / ? # in the password)')
+
 /**
  * Translates DATABASE_URL into libpq variables so it never reaches a
- * command line. Parsed as libpq parses a connection URI, not as a web URL:
- * `postgresql://[user[:password]@][host[:port][,host[:port]...]][/dbname][?param=value&...]`,
- * so an empty host with a user (`postgresql://app@/db?host=/var/run/postgresql`)
- * and several hosts (`h1:5432,h2:5433`) are taken as psql takes them.
+ * command line. Parsed as libpq parses a connection URI (fe-connect.c),
+ * not as a web URL: `postgresql://[user[:password]@][host[:port][,...]][/dbname][?key=value&...]`.
+ * The user part ends at the first '@' before any '/', so a password may
+ * hold '?', '#' or ':'; an empty host with a user (`app@/db?host=/run/postgresql`)
+ * and several hosts (`h1:5432,h2:5433`) are taken as psql takes them; every
+ * part is percent-decoded, '+' stays '+'. Nothing of the URL is echoed in
+ * an error but the name of a query parameter that is a plain word.
  */
 export function parseDatabaseUrl(url: string): Record<string, string> {
-  const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1]?.toLowerCase()
-  if (scheme !== undefined && scheme !== 'postgres' && scheme !== 'postgresql') {
-    throw usageError(`DATABASE_URL must start with postgresql://, not ${scheme.slice(0, 20)}://`, 'use postgresql://user@host:port/dbname')
+  const prefix = /^postgres(?:ql)?:\/\//.exec(url)?.[0]
+  if (prefix === undefined) {
+    const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1]
+    if (scheme !== undefined && !/^postgres(ql)?$/.test(scheme)) {
+      throw usageError(`DATABASE_URL must start with postgresql://, not ${scheme.slice(0, 20)}://`, 'use postgresql://user@host:port/dbname')
+    }
+    throw BAD_URL()
   }
-  const m = /^postgres(?:ql)?:\/\/([^/?#]*)(?:\/([^?#]*))?(?:\?([^#]*))?$/i.exec(url)
-  // The URL may hold a password: never echo it.
-  if (!m) throw usageError('DATABASE_URL is not a valid URL', 'use postgresql://user@host:port/dbname')
-  const [, authority = '', path = '', query] = m
-  const at = authority.lastIndexOf('@')
-  const userinfo = at === -1 ? '' : authority.slice(0, at)
-  const hostspec = at === -1 ? authority : authority.slice(at + 1)
+  let rest = url.slice(prefix.length)
   const vars: Record<string, string> = {}
-  if (userinfo) {
+  const beforeSlash = rest.split('/')[0]!
+  const at = beforeSlash.indexOf('@')
+  if (at !== -1) {
+    const userinfo = rest.slice(0, at)
+    rest = rest.slice(at + 1)
     const colon = userinfo.indexOf(':')
     const user = colon === -1 ? userinfo : userinfo.slice(0, colon)
+    const password = colon === -1 ? '' : userinfo.slice(colon + 1)
     if (user) vars.PGUSER = decodePart(user, 'user name')
-    if (colon !== -1) vars.PGPASSWORD = decodePart(userinfo.slice(colon + 1), 'password')
+    if (password) vars.PGPASSWORD = decodePart(password, 'password')
   }
+  const hostEnd = rest.search(/[/?]/)
+  const hostspec = hostEnd === -1 ? rest : rest.slice(0, hostEnd)
+  rest = hostEnd === -1 ? '' : rest.slice(hostEnd)
   if (hostspec) {
     const hosts: string[] = []
     const ports: string[] = []
     for (const one of hostspec.split(',')) {
-      const hp = /^(\[[^\]]*\]|[^:]*)(?::(\d*))?$/.exec(one)
-      if (!hp) throw usageError('DATABASE_URL is not a valid URL', 'use postgresql://user@host:port/dbname (host:port, several separated by commas)')
-      hosts.push(decodePart(hp[1]!, 'host').replace(/^\[(.*)\]$/, '$1'))
+      const hp = /^(\[[^\]]+\]|[^:[\]]*)(?::(\d*))?$/.exec(one)
+      if (!hp) throw BAD_URL()
+      hosts.push(decodePart(hp[1]!.replace(/^\[(.*)\]$/, '$1'), 'host'))
       ports.push(hp[2] ?? '')
     }
     if (hosts.some((h) => h !== '')) vars.PGHOST = hosts.join(',')
     if (ports.some((p) => p !== '')) vars.PGPORT = ports.join(',')
   }
+  const q = rest.indexOf('?')
+  const path = (q === -1 ? rest : rest.slice(0, q)).replace(/^\//, '')
   const db = decodePart(path, 'database name')
   if (db) vars.PGDATABASE = db
-  for (const [key, value] of new URLSearchParams(query ?? '')) {
+  const query = q === -1 ? '' : rest.slice(q + 1)
+  for (const pair of query === '' ? [] : query.split('&')) {
+    const eq = pair.indexOf('=')
+    if (eq === -1 || pair.indexOf('=', eq + 1) !== -1) throw usageError('DATABASE_URL has a query parameter that is not key=value', 'write each parameter as key=value, joined by &')
+    const key = decodePart(pair.slice(0, eq), 'parameter names')
     const name = URL_PARAM_ENV[key]
     if (!name) {
-      throw usageError(`DATABASE_URL parameter ${quoteValue(key, 40)} is not supported`, 'set the matching PG* environment variable instead')
+      const shown = /^[a-z_]{1,40}$/.test(key) ? ` ${quoteValue(key)}` : ''
+      throw usageError(`DATABASE_URL parameter${shown} is not supported`, 'set the matching PG* environment variable instead')
     }
-    vars[name] = withoutNul(value, `${key} parameter`)
+    vars[name] = decodePart(pair.slice(eq + 1), `${key} parameter`)
   }
   return vars
 }
