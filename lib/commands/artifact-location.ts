@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs'
 import { rm } from 'node:fs/promises'
 import { makeScratchDir } from '../artifact/scratch-dir.ts'
 import { tmpdir } from 'node:os'
@@ -32,6 +33,17 @@ export interface LocalArtifact {
   digests?: ReadonlyMap<string, KnownDigest>
 }
 
+/**
+ * ARG names an artifact under a bucket's BACKUP_BASE: a bare name, or one
+ * with a trailing slash when no such local directory exists (a path, with
+ * a '/', is otherwise always local, as the guide says).
+ */
+function bucketName(arg: string): boolean {
+  if (!arg.includes('/')) return true
+  const bare = arg.replace(/\/+$/, '')
+  return bare !== '' && !bare.includes('/') && !existsSync(arg)
+}
+
 function splitS3Artifact(url: string): { base: string; name: string } {
   const trimmed = url.replace(/\/+$/, '')
   const cut = trimmed.lastIndexOf('/')
@@ -60,8 +72,7 @@ export async function localArtifact(
   if (arg !== undefined && /^[a-z][a-z0-9+.-]*:\/\//i.test(arg)) {
     parseLocation(arg, 'the artifact') // refuses unsupported schemes
     s3 = splitS3Artifact(arg)
-  } else if (backupBase && /^[a-z][a-z0-9+.-]*:\/\//i.test(backupBase) && arg !== undefined && !arg.replace(/\/+$/, '').includes('/')) {
-    // A name under the bucket's BACKUP_BASE, with or without the trailing slash a shell completes.
+  } else if (backupBase && /^[a-z][a-z0-9+.-]*:\/\//i.test(backupBase) && arg !== undefined && bucketName(arg)) {
     s3 = { base: backupBase, name: arg.replace(/\/+$/, '') }
   } else if (backupBase && /^[a-z][a-z0-9+.-]*:\/\//i.test(backupBase)) {
     parseLocation(backupBase, 'BACKUP_BASE')
