@@ -10,7 +10,7 @@ import { identityOf } from '../lib/pipeline/checksum.ts'
 import { verifyArtifact } from '../lib/artifact/verify.ts'
 import { ExitCode } from '../lib/cli/errors.ts'
 import { placeRoot } from '../lib/files/place.ts'
-import { inspectRoots, planRoots } from '../lib/files/restore-plan.ts'
+import { inspectRoots, linkUnderTarget, planRoots } from '../lib/files/restore-plan.ts'
 import {
   BACKUP,
   cleanEnv,
@@ -364,26 +364,44 @@ t.test('a backed-up name near NAME_MAX (230 bytes) restores in place and under -
   // were too long for such a name, so every restore failed (exit 2) and left directories behind.
   const S = scenario(t, 'longname')
   const app = join(S, 'n'.repeat(120) + 'é'.repeat(55)) // 230 bytes of UTF-8
+  // A second path whose name differs only past the part that fits: its own staging and kept names.
+  const twin = join(S, 'n'.repeat(120) + 'é'.repeat(54) + 'e!')
   mkdirSync(join(app, 'sub'), { recursive: true })
   writeFileSync(join(app, 'sub', 'f.txt'), 'long-named\n')
+  mkdirSync(twin)
+  writeFileSync(join(twin, 'g.txt'), 'the twin\n')
   const original = treeState(app)
-  const bk = await backup(t, ['--path', app])
+  const twinState = treeState(twin)
+  const bk = await backup(t, ['--path', app, '--path', twin])
   const target = join(scenario(t, 'longname-target'), 'r')
   const dry = await restoreFiles(['--dry-run', '--target', target, bk.path])
   t.equal(dry.code, 0, dry.stderr)
   const r = await restoreFiles(['--target', target, bk.path])
   t.equal(r.code, 0, r.stderr)
   t.same(treeState(join(target, member(app))), original, 'restored under --target')
+  t.same(treeState(join(target, member(twin))), twinState, 'and its twin')
   writeFileSync(join(app, 'sub', 'f.txt'), 'changed\n')
   const inPlace = await restoreFiles([bk.path])
   t.equal(inPlace.code, 0, inPlace.stderr)
   t.same(treeState(app), original, 'restored in place')
-  const kept = readdirSync(S).filter((n) => n.includes('.pre-restore-'))
-  t.equal(kept.length, 1, `the replaced copy is kept: ${kept}`)
-  t.ok(Buffer.byteLength(kept[0]!) <= 255, 'under a name the file system takes')
-  t.equal(readFileSync(join(S, kept[0]!, 'sub', 'f.txt'), 'utf8'), 'changed\n')
-  t.match(inPlace.stdout, kept[0]!.slice(0, 40), 'and named in the output')
+  t.same(treeState(twin), twinState, 'the twin restored in place')
+  const kept = readdirSync(S).filter((n) => n.includes('.pre-restore-')).sort()
+  t.equal(kept.length, 2, `each replaced copy is kept, under its own name: ${kept}`)
+  t.ok(kept.every((k) => Buffer.byteLength(k) <= 255), 'under names the file system takes')
+  const keptApp = kept.find((k) => existsSync(join(S, k, 'sub', 'f.txt')))!
+  t.equal(readFileSync(join(S, keptApp, 'sub', 'f.txt'), 'utf8'), 'changed\n')
+  t.match(inPlace.stdout, keptApp, 'and named in the output')
   t.same(readdirSync(S).filter((n) => n.includes('.restoring-')), [], 'no staging left')
+})
+
+t.test('linkUnderTarget finds a link whatever the directory is called (..data too), and never looks outside DIR', async (t) => {
+  const S = scenario(t, 'linkunder')
+  const T = join(S, 'target')
+  mkdirSync(T)
+  symlinkSync('/', join(T, '..data'))
+  t.equal(await linkUnderTarget(T, join(T, '..data', 'app', 'conf')), join(T, '..data'))
+  t.equal(await linkUnderTarget(T, join(T, 'missing', 'app')), null, 'a missing directory is made by the restore')
+  t.equal(await linkUnderTarget(T, join(S, 'elsewhere', 'app')), null, 'outside DIR is not its business')
 })
 
 t.test('a restored path that something else takes while the restore runs: the message says what happened', async (t) => {

@@ -74,6 +74,14 @@ async function checkIndex(entries: AsyncIterable<IndexEntry>, section: Filesyste
   }
 }
 
+function refuseLinkUnderTarget(link: string | null, target: string, root: string): void {
+  if (link === null) return
+  throw inputError(
+    `${quoteValue(link)} is a symlink inside --target; restoring ${quoteValue(root)} through it would write outside ${quoteValue(target)}`,
+    'remove or rename that link, or choose an empty --target directory',
+  )
+}
+
 function describePlan(plan: RootPlan): string {
   const into = plan.destination === plan.root ? plan.root : `${plan.root} → ${plan.destination}`
   if (plan.existing === 'none') return `${into} (new)`
@@ -90,6 +98,8 @@ export interface PreparedFiles {
   indexChecked: boolean
   /** Each destination's parent: the directories to create (0700), checked writable, as backup plans --output. */
   parents: DestinationPlan[]
+  /** --target DIR, when given: checked again for links before each move. */
+  target?: string
 }
 
 /**
@@ -110,13 +120,7 @@ export async function prepareFilesRestore(
   const indexDecoding = decodingOf(artifact, section.index, undefined, identity)
   const parents: DestinationPlan[] = []
   for (const plan of plans) {
-    const link = opts.target === undefined ? null : await linkUnderTarget(opts.target, plan.destination)
-    if (link !== null) {
-      throw inputError(
-        `${quoteValue(link)} is a symlink inside --target; restoring ${quoteValue(plan.root)} through it would write outside ${quoteValue(opts.target!)}`,
-        'remove or rename that link, or choose an empty --target directory',
-      )
-    }
+    if (opts.target !== undefined) refuseLinkUnderTarget(await linkUnderTarget(opts.target, plan.destination), opts.target, plan.root)
     if (plan.existing === 'symlink' || plan.existing === 'other') {
       throw inputError(`${quoteValue(plan.destination)} is a ${plan.existing === 'symlink' ? 'symlink' : 'special file'}; restoring over it is refused`, 'move it away, or restore with --target DIR')
     }
@@ -131,11 +135,11 @@ export async function prepareFilesRestore(
   const encryptedIndex = isEncrypted(artifact.manifest, section.index)
   if (encryptedIndex && indexDecoding.identity === undefined) {
     reporter.line('files: the index is encrypted; its paths are checked with the key, before anything is written')
-    return { plans, section, archiveDecoding, indexDecoding, indexChecked: false, parents }
+    return { plans, section, archiveDecoding, indexDecoding, indexChecked: false, parents, ...(opts.target !== undefined ? { target: opts.target } : {}) }
   }
   await checkIndex(indexEntries(artifact.files.get(section.index)!, indexDecoding, opts.env), section, plans)
   reporter.line('files: every path in the index stays inside its destination')
-  return { plans, section, archiveDecoding, indexDecoding, indexChecked: true, parents }
+  return { plans, section, archiveDecoding, indexDecoding, indexChecked: true, parents, ...(opts.target !== undefined ? { target: opts.target } : {}) }
 }
 
 const outcome = (plan: RootPlan, placed?: Placed): RootOutcome => ({
@@ -214,6 +218,9 @@ export async function placeFiles(staged: StagedFiles, reporter: Reporter): Promi
   try {
     await critical('moving restored files into place', async () => {
       for (const plan of plans) {
+        // Again, just before the renames: a link made inside --target since the plan (while the
+        // archive was extracted) would carry this move out of DIR.
+        if (staged.prepared.target !== undefined) refuseLinkUnderTarget(await linkUnderTarget(staged.prepared.target, plan.destination), staged.prepared.target, plan.root)
         const p = await placeRoot(plan)
         placed.push(p)
         reporter.line(`files: ${p.destination} restored${p.keptAside ? `; what it held is kept as ${p.keptAside}` : ''}`)

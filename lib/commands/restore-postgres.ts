@@ -2,7 +2,7 @@ import { availableParallelism } from 'node:os'
 import type { PostgresDumped } from '../artifact/manifest.ts'
 import { changedAfterVerification, type VerifiedFile } from '../artifact/verified-file.ts'
 import { DrError, usageError, verificationError } from '../cli/errors.ts'
-import { critical, InterruptedBeforeCritical } from '../cli/signals.ts'
+import { critical, InterruptedBeforeCritical, noteDone } from '../cli/signals.ts'
 import { DigestMismatch, readVerified } from '../pipeline/checksum.ts'
 import { readDecoded } from '../crypto/decrypt-check.ts'
 import { allInOrder } from '../pipeline/in-order.ts'
@@ -216,6 +216,8 @@ export async function restorePostgres(
       await renameDatabase(conn, fresh, database)
       restored.keep()
     }).catch(undoCopy)
+    // An interrupt from here on (while the files are moved) must not read as 'nothing happened'.
+    noteDone(`database ${database} is restored`)
     return { postgres: { status: 'restored', database, mode, jobs, rolesCreated }, checks }
   }
   const kept = await unusedDerivedName(conn, database, 'pre_restore', opts.now)
@@ -223,6 +225,7 @@ export async function restorePostgres(
     await swapDatabases(conn, database, fresh, kept)
     restored.keep()
   }).catch(undoCopy)
+  noteDone(`database ${database} is restored (the previous one kept as ${kept})`)
   reporter.line(`postgres: ${database} now holds the restored data; the previous database is ${kept}`)
   if (opts.dropOld) {
     try {

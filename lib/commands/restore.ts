@@ -87,7 +87,7 @@ export async function runRestore(opts: RestoreOptions, reporter: Reporter): Prom
         // The database is already restored: a re-run would swap it again, so the line must say so.
         if (postgres.status !== 'restored' || !(err instanceof DrError)) throw err
         const kept = postgres.kept ? `, the one it replaced kept as ${postgres.kept}` : ''
-        throw new DrError(err.kind, `database ${postgres.database} was restored${kept}, but the files were not: ${err.message}`, `${err.fix ? `${err.fix}; ` : ''}restore the files alone (RESTORE_FILES=true without RESTORE_POSTGRES), not the database again`, {
+        throw new DrError(err.kind, `database ${postgres.database} was restored${kept}, but ${/\(already restored: /.test(err.message) ? 'not all of the files were' : 'the files were not'}: ${err.message}`, `${err.fix ? `${err.fix}; ` : ''}restore the files alone (RESTORE_FILES=true without RESTORE_POSTGRES), not the database again`, {
           ...err.details,
           postgres,
         })

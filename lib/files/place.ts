@@ -108,12 +108,13 @@ export async function discardStaging(plans: readonly RootPlan[]): Promise<string
   return left
 }
 
-/** chmod u+rwx on every directory under `dir` (itself included), never through a symlink. */
-async function makeWritable(dir: string): Promise<void> {
+/** chmod u+rwx on every directory under `dir` (itself included), never through a symlink; names as bytes (they need not be UTF-8). */
+async function makeWritable(dir: string | Buffer): Promise<void> {
   const st = await lstat(dir)
   if (!st.isDirectory()) return
   await chmod(dir, (st.mode & 0o7777) | 0o700)
-  for (const entry of await readdir(dir, { withFileTypes: true })) if (entry.isDirectory()) await makeWritable(join(dir, entry.name))
+  const base = typeof dir === 'string' ? Buffer.from(dir) : dir
+  for (const name of await readdir(dir, { encoding: 'buffer' })) await makeWritable(Buffer.concat([base, Buffer.from('/'), name]))
 }
 
 /** Leftover `.NAME.restoring-STAMP` directories beside a destination, from interrupted restores. */

@@ -1,5 +1,6 @@
+import { createHash } from 'node:crypto'
 import { lstat } from 'node:fs/promises'
-import { basename, dirname, join, relative, sep } from 'node:path'
+import { basename, dirname, isAbsolute, join, relative, sep } from 'node:path'
 import type { FilesystemSection } from '../artifact/manifest-tree.ts'
 import { fromSystemError } from '../cli/system-errors.ts'
 import { memberRoot } from './safe-paths.ts'
@@ -50,16 +51,27 @@ export function fitName(name: string, bytes: number): string {
   return out
 }
 
-/** `.NAME.restoring-`: how a destination's staging directories begin (NAME cut so the whole name fits NAME_MAX). */
-export function stagingPrefix(destination: string): string {
-  // The rest: STAMP (16) '-' NONCE (8).
-  return `.${fitName(basename(destination), NAME_MAX - '..restoring-'.length - 25)}.restoring-`
+/**
+ * Pure: `name` as it appears inside one of the restore's own names, in at
+ * most `bytes` bytes: whole when it fits, else cut and marked with a hash
+ * of the whole name (`~` and 8 hex digits), so two long names that share
+ * their beginning (two backed-up paths beside each other) stay apart.
+ */
+export function shortName(name: string, bytes: number): string {
+  if (Buffer.byteLength(name) <= bytes) return name
+  return `${fitName(name, bytes - 9)}~${createHash('sha256').update(name).digest('hex').slice(0, 8)}`
 }
 
-/** `NAME.pre-restore-STAMP` beside the destination, NAME cut so that it, and a `-NNN` after it, fit NAME_MAX. */
+/** `.NAME.restoring-`: how a destination's staging directories begin (NAME shortened so the whole name fits NAME_MAX). */
+export function stagingPrefix(destination: string): string {
+  // The rest: STAMP (16) '-' NONCE (8).
+  return `.${shortName(basename(destination), NAME_MAX - '..restoring-'.length - 25)}.restoring-`
+}
+
+/** `NAME.pre-restore-STAMP` beside the destination, NAME shortened so that it, and a `-NNN` after it, fit NAME_MAX. */
 function keepAsideBaseOf(destination: string, stamp: string): string {
   const suffix = `.pre-restore-${stamp}`
-  return join(dirname(destination), fitName(basename(destination), NAME_MAX - suffix.length - 5) + suffix)
+  return join(dirname(destination), shortName(basename(destination), NAME_MAX - suffix.length - 5) + suffix)
 }
 
 /**
@@ -92,7 +104,7 @@ export function planRoots(section: FilesystemSection, target: string | undefined
  */
 export async function linkUnderTarget(target: string, destination: string): Promise<string | null> {
   const rel = relative(target, dirname(destination))
-  if (rel === '' || rel.startsWith('..')) return null
+  if (rel === '' || rel === '..' || rel.startsWith(`..${sep}`) || isAbsolute(rel)) return null
   let path = target
   for (const part of rel.split(sep)) {
     path = join(path, part)
