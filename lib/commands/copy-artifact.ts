@@ -15,6 +15,8 @@ export interface CopyResult {
   bytes: number
   /** Every file was read back from the copy and matched its checksum. */
   verified: boolean
+  /** Milliseconds from claiming the name to the manifest written: the upload alone, without the read-back (bench:s3 compares it with the bare SDK). */
+  uploadMs: number
 }
 
 /** pipeline, not pipe: a body cut short must fail the read-back, not leave it waiting on a stream that never ends. */
@@ -40,6 +42,7 @@ export async function copyArtifact(
   to: Store,
   reporter: Reporter,
 ): Promise<CopyResult> {
+  const started = Date.now()
   const writer = await to.create(name)
   if (!writer) throw runtimeError(`${name} already exists in ${to.url}; it was not overwritten`, 'another backup used the same name there; check the bucket')
   const release = onInterrupt(() => writer.discard())
@@ -65,6 +68,7 @@ export async function copyArtifact(
     await writer.discard()
     throw err
   }
+  const uploadMs = Date.now() - started
   // Read back: the copy is trusted only once the store has returned the same bytes.
   for (const file of [...files, { path: MANIFEST_FILE, ...digestBuffer(manifestText) }]) {
     let got
@@ -82,5 +86,5 @@ export async function copyArtifact(
     }
   }
   reporter.line(`copied to ${to.url}/${name} (${formatBytes(bytes)}) and read back: every checksum matches`)
-  return { url: `${to.url}/${name}`, bytes, verified: true }
+  return { url: `${to.url}/${name}`, bytes, verified: true, uploadMs }
 }
