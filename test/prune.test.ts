@@ -10,9 +10,10 @@ import { parseArgs } from '../lib/cli/args.ts'
 import { runPrune } from '../lib/commands/prune.ts'
 import { LocalStore } from '../lib/storage/local.ts'
 import type { Store } from '../lib/storage/store.ts'
-import { BACKUP, cleanEnv, collect, quiet, REPO, run, syntheticArtifact, tempDir, type RunResult } from './helpers.ts'
+import { BACKUP, cleanEnv, collect, quiet, REPO, run, sh, syntheticArtifact, tempDir, type RunResult } from './helpers.ts'
 
 const PRUNE = join(REPO, 'scripts', 'prune.sh')
+const STATUS = join(REPO, 'scripts', 'status.sh')
 const HOUR = 3_600_000
 const DAY = 24 * HOUR
 const KEEP_VARIABLES = ['LAST', 'HOURLY', 'DAILY', 'WEEKLY', 'MONTHLY', 'YEARLY'].map((r) => `BACKUP_KEEP_${r}`)
@@ -131,6 +132,21 @@ t.test('60 daily backups: the dry run shows the plan and deletes nothing; the ru
   const again = await run(PRUNE, [...rules, '--json', base], env())
   t.equal(again.code, 0, again.stderr)
   t.match(oneJson(t, again), { ok: true, removed: [], toRemove: [] }, 'a second run finds nothing more to delete')
+})
+
+t.test('a --json document longer than a pipe holds reaches a slow reader whole', async (t) => {
+  // Once a bug: the run exited right after writing, and what the pipe (64 KiB) had not taken yet was
+  // lost: 'status.sh --json | jq' over a few hundred artifacts got half a document, with exit 0.
+  const base = tempDir(t, 'cdr-prune-bigjson-')
+  const now = Date.now()
+  for (let i = 1; i <= 300; i++) writeArtifact(base, new Date(now - i * 3_600_000))
+  for (const [script, args] of [[STATUS, ['--json', base]], [PRUNE, ['--dry-run', '--keep-last', '1', '--json', base]]] as const) {
+    // Without tap's NODE_OPTIONS: its process-info hook delays the child's exit, which hid the bug.
+    const r = await sh(`${script} ${args.map((a) => `'${a}'`).join(' ')} | { sleep 1; cat; }`, cleanEnv({ NODE_OPTIONS: undefined }))
+    t.equal(r.code, 0, r.stderr)
+    t.ok(r.stdout.length > 64 * 1024, `longer than a pipe: ${r.stdout.length} bytes`)
+    t.doesNotThrow(() => JSON.parse(r.stdout), `${script.split('/').pop()}: one whole JSON document`)
+  }
 })
 
 t.test('other rule combinations on the same history', async (t) => {

@@ -57,7 +57,7 @@ export async function runCli(argv: string[], main: (ctx: CliContext) => Promise<
             before.length ? 'the rest of its work was stopped and removed; run that again' : 'its partial work was stopped and removed; run it again',
           ),
         )
-        process.exit(ExitCode.interrupted)
+        void exitFlushed(ExitCode.interrupted)
       })
   }
   process.on('SIGINT', onSignal)
@@ -68,14 +68,14 @@ export async function runCli(argv: string[], main: (ctx: CliContext) => Promise<
     reporter.endProgress()
     // Finished while an interrupt was being handled: the handler reports and exits.
     if (interrupted) await new Promise(() => {})
-    process.exit(ExitCode.ok)
+    return exitFlushed(ExitCode.ok)
   } catch (err) {
     reporter.endProgress()
     if (interrupted) await new Promise(() => {}) // the signal handler owns the exit
     const known = err instanceof DrError ? err : fromSystemError(err)
     if (known) {
       reporter.failure(known)
-      process.exit(known.exitCode)
+      return exitFlushed(known.exitCode)
     }
     const bug = runtimeError(
       `internal error: ${(err as Error)?.message ?? String(err)}`,
@@ -83,6 +83,23 @@ export async function runCli(argv: string[], main: (ctx: CliContext) => Promise<
     )
     reporter.failure(bug)
     if (process.env.DEBUG) process.stderr.write(`${(err as Error)?.stack ?? ''}\n`)
-    process.exit(ExitCode.runtime)
+    return exitFlushed(ExitCode.runtime)
   }
+}
+
+/**
+ * process.exit once stdout and stderr have been written out. On a pipe
+ * whose reader is slower (| jq, | logger) a write past the pipe's 64 KiB
+ * is queued, and exiting at once cut a --json document short. Bounded: a
+ * reader that never reads does not hold the exit for more than 10 s.
+ */
+async function exitFlushed(code: number): Promise<never> {
+  const flushed = (stream: NodeJS.WriteStream) =>
+    new Promise<void>((resolve) => {
+      if (stream.writableLength === 0 || stream.destroyed) return resolve()
+      stream.write('', () => resolve())
+      stream.once('error', () => resolve())
+    })
+  await Promise.race([Promise.all([flushed(process.stdout), flushed(process.stderr)]), new Promise((resolve) => setTimeout(resolve, 10_000).unref())])
+  process.exit(code)
 }
