@@ -197,3 +197,29 @@ t.test('SIGTERM to the whole process group while the CREATE waits on a lock: the
   t.equal(psql('postgres', `SELECT count(*) FROM pg_database WHERE datname LIKE '${db}\\_%';`).trim(), '0', 'no _restoring_ database left')
   t.same(snapshot(db), before, 'the target is as it was before the restore began')
 })
+
+t.test("SIGTERM to the whole process group while the swap waits on a lock: the orphaned ALTER never closes the target", async (t) => {
+  // Once a bug: psql died of the group's signal, its ALTER DATABASE … ALLOW_CONNECTIONS false went on
+  // waiting on the server and committed when the other session let go: the target refused every
+  // connection after the run had said nothing changed. The run's sessions are now ended on an interrupt.
+  const { db, path, before } = await changedSinceBackup(t, 200)
+  const blocker = spawn('psql', ['-X', '-q', '-d', 'postgres'], { env: pgEnv('postgres'), stdio: ['pipe', 'ignore', 'ignore'] })
+  const blockerDone = new Promise((resolve) => blocker.on('close', resolve))
+  blocker.stdin!.write(`BEGIN; ALTER DATABASE "${db}" CONNECTION LIMIT 50;\n`)
+  t.teardown(async () => {
+    blocker.stdin!.end('ROLLBACK;\n')
+    await blockerDone
+  })
+  await waitFor('the blocker to hold the row', () => psql('postgres', "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' AND query LIKE 'ALTER DATABASE %CONNECTION LIMIT 50%';").trim() !== '0')
+  const restore = spawn(RESTORE, [path], { cwd: REPO, env: pgEnv(db, { RESTORE_POSTGRES: 'true' }), stdio: ['ignore', 'pipe', 'pipe'], detached: true })
+  const done = collect(restore)
+  await waitFor('the swap to wait on the lock', () => psql('postgres', "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%ALLOW_CONNECTIONS false%' AND wait_event_type = 'Lock';").trim() !== '0', 60_000)
+  process.kill(-restore.pid!, 'SIGTERM')
+  const r = await done
+  t.equal(r.code, 130, r.stderr)
+  blocker.stdin!.write('ROLLBACK;\n') // an orphaned ALTER would run now
+  await new Promise((resolve) => setTimeout(resolve, 1000))
+  t.equal(psql('postgres', `SELECT datallowconn FROM pg_database WHERE datname = '${db}';`).trim(), 't', 'the target still accepts connections')
+  t.equal(psql('postgres', "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%ALLOW_CONNECTIONS false%' AND pid <> pg_backend_pid();").trim(), '0', 'no session of the run is left')
+  t.same(snapshot(db), before, 'the target is as it was before the restore began')
+})

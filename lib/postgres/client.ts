@@ -3,6 +3,7 @@ import { oneLine, redact } from '../cli/redact.ts'
 import { spawnTool } from '../pipeline/spawn.ts'
 import { clientCommand, learnClientVersion } from './client-path.ts'
 import { describeTarget, type PgConnection } from './connection.ts'
+import { ownSessionEnv } from './own-sessions.ts'
 
 export const notFound = (cmd: string) =>
   runtimeError(`${cmd} not found on PATH`, 'install the PostgreSQL client tools (apt-get install postgresql-client)')
@@ -19,7 +20,8 @@ interface CommandResult {
  * costs one exec, not a shell's and pg_wrapper's as well (client-path.ts).
  */
 async function run(conn: PgConnection, cmd: string, args: string[], input?: string): Promise<CommandResult> {
-  const tool = spawnTool(clientCommand(cmd, conn.env), args, { env: conn.env, stdin: 'pipe', stdout: 'pipe', missing: notFound(cmd) })
+  const env = cmd === 'psql' ? ownSessionEnv(conn) : conn.env
+  const tool = spawnTool(clientCommand(cmd, conn.env), args, { env, stdin: 'pipe', stdout: 'pipe', missing: notFound(cmd) })
   const chunks: Buffer[] = []
   tool.stdout!.on('data', (chunk: Buffer) => chunks.push(chunk))
   tool.stdin!.end(input ?? '')

@@ -4,6 +4,7 @@ import { constants } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { critical, interrupted, InterruptedBeforeCritical, onInterrupt } from '../cli/signals.ts'
+import { createSessionName } from './own-sessions.ts'
 import type { PgConnection } from './connection.ts'
 import { withDatabase } from './connection.ts'
 import { restoreStaged, restoreStreamed, type DumpSource } from './restore.ts'
@@ -99,7 +100,7 @@ export async function restoreIntoNewDatabase(conn: PgConnection, opts: NewDataba
         'creating the new database',
         async () => {
           // Named, so that a CREATE whose psql was killed can be waited for (below).
-          const session = `conductor-dr create ${process.pid}`
+          const session = createSessionName()
           try {
             await createDatabase({ ...target, env: { ...target.env, PGAPPNAME: session } }, opts.name, opts.settings)
           } catch (err) {

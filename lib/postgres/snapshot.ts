@@ -2,6 +2,7 @@ import { runtimeError } from '../cli/errors.ts'
 import type { TableCount } from '../artifact/manifest.ts'
 import { spawnTool } from '../pipeline/spawn.ts'
 import { CONNECT_FIX, failed, notFound, psql } from './client.ts'
+import { ownSessionEnv } from './own-sessions.ts'
 import { clientCommand } from './client-path.ts'
 import { lockWaitFailure } from './lock-wait.ts'
 import type { PgConnection } from './connection.ts'
@@ -20,7 +21,7 @@ export interface HeldSnapshot {
  */
 export async function exportSnapshot(conn: PgConnection): Promise<HeldSnapshot> {
   const session = spawnTool(clientCommand('psql', conn.env), ['-X', '-A', '-t', '-q', '-w', '-v', 'ON_ERROR_STOP=1'], {
-    env: conn.env,
+    env: ownSessionEnv(conn),
     stdin: 'pipe',
     stdout: 'pipe',
     missing: notFound('psql'),

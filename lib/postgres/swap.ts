@@ -4,6 +4,18 @@ import { withDatabase, type PgConnection } from './connection.ts'
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
+/** How long the swap waits for a lock on the databases' catalog rows. */
+const SWAP_LOCK_WAIT = '30s'
+
+/** A lock wait that ran out: another session holds the target (pure, so the message is tested). */
+export function lockedTarget(err: unknown, target: string): unknown {
+  if (!/lock timeout/i.test((err as Error)?.message ?? '')) return err
+  return runtimeError(
+    `another session holds the database ${target} (an open ALTER DATABASE, GRANT or COMMENT on it?); the swap waited ${SWAP_LOCK_WAIT} and changed nothing`,
+    'find it in pg_locks / pg_stat_activity, let it finish or end it, then restore again',
+  )
+}
+
 /**
  * Gives a freshly restored database the database-level properties of the
  * one it replaces, which pg_dump without --create does not carry:
@@ -50,7 +62,11 @@ SELECT format('GRANT %s ON DATABASE %I TO %s', a.privilege_type, :'to',
 export async function swapDatabases(conn: PgConnection, target: string, replacement: string, kept: string): Promise<void> {
   const admin = withDatabase(conn, 'postgres')
   const vars = { target, replacement, kept }
-  await psql(admin, 'ALTER DATABASE :"target" WITH ALLOW_CONNECTIONS false;\n', vars, 'closing the target database to new sessions')
+  // Bounded: another session's open ALTER DATABASE or GRANT on the target holds its catalog row,
+  // and an unbounded wait is a restore that hangs at its last step.
+  await psql(admin, `SET lock_timeout = '${SWAP_LOCK_WAIT}';\nALTER DATABASE :"target" WITH ALLOW_CONNECTIONS false;\n`, vars, 'closing the target database to new sessions').catch((err: unknown) => {
+    throw lockedTarget(err, target)
+  })
   try {
     for (let attempt = 0; ; attempt++) {
       const others = await psql(
@@ -65,7 +81,8 @@ export async function swapDatabases(conn: PgConnection, target: string, replacem
     }
     await psql(
       admin,
-      `BEGIN;
+      `SET lock_timeout = '${SWAP_LOCK_WAIT}';
+BEGIN;
 ALTER DATABASE :"target" RENAME TO :"kept";
 ALTER DATABASE :"replacement" RENAME TO :"target";
 COMMIT;
@@ -74,10 +91,10 @@ COMMIT;
       'swapping the restored database in',
     )
   } catch (err) {
-    await psql(admin, 'ALTER DATABASE :"target" WITH ALLOW_CONNECTIONS true;\n', vars).catch(() => {})
-    throw err
+    await psql(admin, `SET lock_timeout = '${SWAP_LOCK_WAIT}';\nALTER DATABASE :"target" WITH ALLOW_CONNECTIONS true;\n`, vars).catch(() => {})
+    throw lockedTarget(err, target)
   }
-  await psql(admin, 'ALTER DATABASE :"kept" WITH ALLOW_CONNECTIONS true;\n', vars, 'reopening the kept database')
+  await psql(admin, `SET lock_timeout = '${SWAP_LOCK_WAIT}';\nALTER DATABASE :"kept" WITH ALLOW_CONNECTIONS true;\n`, vars, 'reopening the kept database')
 }
 
 export async function renameDatabase(conn: PgConnection, from: string, to: string): Promise<void> {
