@@ -69,6 +69,23 @@ t.test('by default the restored database is swapped in and the replaced one kept
   t.same(snapshot(db), original)
 })
 
+t.test('a target frozen read-only before the restore is swapped like any other, and keeps its settings', async (t) => {
+  // Once a bug: the replaced database's settings were copied onto the new one before pg_restore ran,
+  // so default_transaction_read_only = on failed every restore of a database frozen for it.
+  const db = scratchDatabase(t)
+  fillDatabase(db, 300)
+  const original = snapshot(db)
+  const { path } = await backupOf(t, db)
+  psql('postgres', `ALTER DATABASE "${db}" SET default_transaction_read_only = on; ALTER DATABASE "${db}" SET work_mem = '7MB';`)
+  const r = await run(RESTORE, ['--json', path], pgEnv(db, { RESTORE_POSTGRES: 'true' }))
+  t.equal(r.code, 0, r.stderr)
+  t.same(snapshot(db), original, 'restored')
+  const settings = psql('postgres', `SELECT array_to_string(setconfig, ',') FROM pg_db_role_setting WHERE setdatabase = (SELECT oid FROM pg_database WHERE datname = '${db}') AND setrole = 0;`).trim()
+  t.match(settings, /default_transaction_read_only=on/, 'still frozen, as before the restore')
+  t.match(settings, /work_mem=7MB/)
+  psql('postgres', `ALTER DATABASE "${db}" RESET ALL;`)
+})
+
 t.test('a failing parallel restore leaves the target as it was and nothing behind', async (t) => {
   const { db, path, before } = await changedSinceBackup(t, 300)
   // pg_restore -j that restores part of the data, then fails.

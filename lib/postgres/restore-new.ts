@@ -121,7 +121,6 @@ export async function restoreIntoNewDatabase(conn: PgConnection, opts: NewDataba
         { undone: true },
       )
       if (interrupted()) throw new InterruptedBeforeCritical('restoring into the new database')
-      if (opts.propertiesFrom) await copyDatabaseProperties(conn, opts.propertiesFrom, opts.name)
     })()
     const [stagedResult, createdResult] = await Promise.allSettled([staging$, creating])
     if (stagedResult.status === 'rejected') throw stagedResult.reason
@@ -142,6 +141,10 @@ export async function restoreIntoNewDatabase(conn: PgConnection, opts: NewDataba
         onProgress: opts.onProgress,
       })
     }
+    // After pg_restore, not before: the replaced database's settings (default_transaction_read_only
+    // = on for a database frozen before the restore, a short statement_timeout, a role to SET) would
+    // otherwise apply to pg_restore's own sessions and fail it.
+    if (opts.propertiesFrom) await copyDatabaseProperties(conn, opts.propertiesFrom, opts.name)
   } catch (err) {
     releaseDb()
     if (created) await drop().catch(() => {})
