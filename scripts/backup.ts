@@ -22,6 +22,16 @@ function pruneFrom(rules: RetentionRules, partialAge: unknown): { rules: Retenti
   return { rules, partialAgeMs: typeof partialAge === 'string' ? parseDuration(partialAge, '--partial-age') : 24 * 3_600_000 }
 }
 
+/** PostgreSQL takes lock_timeout and statement_timeout in whole milliseconds up to 2^31 - 1 (about 24.8 days). */
+const MAX_LOCK_WAIT_MS = 2 ** 31 - 1
+
+function lockWait(flag: unknown, fromEnv: string | undefined): number {
+  const what = flag ? '--lock-wait-timeout' : 'PG_LOCK_WAIT_TIMEOUT'
+  const ms = parseDuration(String(flag ?? (fromEnv || '5m')), what)
+  if (ms > MAX_LOCK_WAIT_MS) throw usageError(`${what} is longer than PostgreSQL takes (at most 24d)`, 'use a shorter wait, e.g. 5m or 1h')
+  return ms
+}
+
 const USAGE = `Usage: backup.sh --output DIR [--include-postgres] [--path PATH]... [--dry-run] [--json]
 
 Writes DIR/conductor-backup-YYYYMMDDTHHMMSSZ/ (UTC) holding manifest.json,
@@ -83,10 +93,7 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, env, repo
       includePostgres: flagOrEnv(flags['include-postgres'] === true, env, 'INCLUDE_POSTGRES'),
       enablePostgresDump: envFlag(env, 'ENABLE_POSTGRES_DUMP'),
       rolePasswords: envFlag(env, 'BACKUP_ROLE_PASSWORDS'),
-      lockWaitTimeoutMs: parseDuration(
-        String(flags['lock-wait-timeout'] ?? (env.PG_LOCK_WAIT_TIMEOUT || '5m')),
-        flags['lock-wait-timeout'] ? '--lock-wait-timeout' : 'PG_LOCK_WAIT_TIMEOUT',
-      ),
+      lockWaitTimeoutMs: lockWait(flags['lock-wait-timeout'], env.PG_LOCK_WAIT_TIMEOUT),
       paths: parseRoots(lists.path ?? [], env.BACKUP_PATHS, process.cwd()),
       copyTo: lists['copy-to'] ?? [],
       recipients: await recipientsFromEnv(env),

@@ -352,6 +352,7 @@ t.test('7. drill.sh, status.sh and the restore options refuse bad input in one l
       message: /postgres cannot be replaced by a swap/,
     },
     { name: 'backup --lock-wait-timeout garbage', script: BACKUP, args: ['--output', base, '--lock-wait-timeout', 'forever'], code: EXIT.usage, message: /--lock-wait-timeout must be a duration/ },
+    { name: 'backup --lock-wait-timeout beyond what PostgreSQL takes', script: BACKUP, args: ['--output', base, '--dry-run', '--lock-wait-timeout', '4w'], code: EXIT.usage, message: /--lock-wait-timeout is longer than PostgreSQL takes \(at most 24d\)/ },
   ]
   for (const c of cases) {
     await t.test(c.name, async (t) => {
