@@ -3,7 +3,7 @@ import { openSync, readFileSync, readSync, rmSync, truncateSync, writeFileSync, 
 import { createHash } from 'node:crypto'
 import { join } from 'node:path'
 import t from 'tap'
-import { backupOf, fillDatabase, pgEnv, psql, RESTORE, run, scratchDatabase, snapshot } from './helpers.ts'
+import { backupOf, fillDatabase, pgEnv, psql, resealArtifact, RESTORE, run, scratchDatabase, snapshot } from './helpers.ts'
 
 function flipByte(path: string, offset: number): void {
   const fd = openSync(path, 'r+')
@@ -89,4 +89,27 @@ t.test('damaged artifacts are refused before the database is touched', async (t)
   const ok = await run(RESTORE, [pristine], pgEnv(db, { RESTORE_POSTGRES: 'true' }))
   t.equal(ok.code, 0, ok.stderr)
   t.not(snapshot(db).customers, current.customers)
+})
+
+t.test('a dump cut short before it was checksummed (checksums recomputed) is damage, exit 4, on every restore path', async (t) => {
+  // Once a bug: streamed (RESTORE_STAGE_DUMP=false), encrypted and --in-place restores checked
+  // pg_restore's exit first, so the cut dump came out as 'pg_restore failed … end of file' (exit 1).
+  const db = scratchDatabase(t)
+  fillDatabase(db, 20000)
+  const before = snapshot(db)
+  const { path } = await backupOf(t, db)
+  const dump = join(path, 'postgres.dump.zst')
+  truncateSync(dump, Math.floor(statSync(dump).size * 0.6)) // the table of contents survives, the data does not
+  resealArtifact(path)
+  for (const [label, args, extra] of [
+    ['streamed', [path], { RESTORE_STAGE_DUMP: 'false' }],
+    ['--in-place', ['--in-place', path], {}],
+    ['staged', [path], {}],
+  ] as const) {
+    const r = await run(RESTORE, [...args], pgEnv(db, { RESTORE_POSTGRES: 'true', ...extra }))
+    t.equal(r.code, 4, `${label}: ${r.stderr}`)
+    t.match(r.stderr, /the dump cannot be decompressed/, label)
+    t.same(snapshot(db), before, `${label}: database untouched`)
+  }
+  t.equal(psql('postgres', `SELECT count(*) FROM pg_database WHERE datname LIKE '${db}\\_%';`).trim(), '0', 'no restored copy left behind')
 })

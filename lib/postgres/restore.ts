@@ -56,14 +56,25 @@ async function feed(
   // zstd that never ran (not installed) explains everything downstream of it.
   if (typeof exit !== 'number') return exit
   if (inErr) return inErr
-  // Bytes whose checksum matched but do not decompress: damaged before it was checksummed (or not ours).
-  if (exit !== 0 && !killedByUs(exit)) {
-    const why = oneLine(z.stderr())
-    const step = why.startsWith('age:') ? 'decrypted' : 'decompressed'
-    return verificationError(`the dump cannot be ${step} (${why || `exit status ${exit}`})`, 'the artifact is damaged; use another backup')
-  }
-  return outErr
+  return decodeDamage(z, exit) ?? outErr
 }
+
+/**
+ * Bytes whose checksum matched but do not decompress (or decrypt): damaged
+ * before they were checksummed, or not ours. Not when the decoder was
+ * stopped by us or died of its reader going away (pg_restore failed
+ * first, for its own reason, which is then the one to report).
+ */
+function decodeDamage(z: Tool, exit: number): DrError | undefined {
+  if (exit === 0 || killedByUs(exit) || exit === 128 + 13) return undefined
+  const why = oneLine(z.stderr())
+  if (/broken pipe/i.test(why)) return undefined
+  const step = why.startsWith('age:') ? 'decrypted' : 'decompressed'
+  return verificationError(`the dump cannot be ${step} (${why || `exit status ${exit}`})`, 'the artifact is damaged; use another backup')
+}
+
+/** A damaged dump explains pg_restore's failure (it read a cut or garbled archive): report the damage (exit 4). */
+const isDamage = (err: unknown): err is DrError => err instanceof DrError && err.kind === 'verification'
 
 /**
  * Reads the archive's table of contents with the pg_restore that will do
@@ -133,6 +144,7 @@ export async function restoreStreamed(
       : err
   })
   if (feedError instanceof DigestMismatch) throw changedAfterVerification(source.file.name, 'nothing was restored')
+  if (isDamage(feedError)) throw feedError
   const fix = NEW_DATABASE_FIX
   if (exitCode !== 0) throw failed(conn, 'pg_restore (schema and data)', { exitCode, stderr }, fix)
   if (feedError) throw feedError
@@ -214,6 +226,8 @@ async function loadDecoded(conn: PgConnection, source: DumpSource, args: string[
     },
   )
   const [exitCode, unzipExit] = await Promise.all([load.exited, unzip.exited, headUnzip.exited.catch(() => 0), headDone])
+  const damage = feedError ? undefined : decodeDamage(unzip, unzipExit)
+  if (damage) return { exitCode, stderr: load.stderr(), feedError: damage }
   if (!feedError && exitCode === 0 && unzipExit !== 0) {
     return { exitCode: 1, stderr: oneLine(unzip.stderr()) || `decoding failed with exit status ${unzipExit}`, feedError }
   }
@@ -312,6 +326,7 @@ export async function restoreInPlace(
   if (feedError instanceof DigestMismatch) {
     throw changedAfterVerification(source.file.name, 'pg_restore was stopped and its transaction rolled back, nothing was restored')
   }
+  if (isDamage(feedError)) throw new DrError(feedError.kind, `${feedError.message}; the database was left unchanged (single transaction)`, feedError.fix)
   if (exitCode !== 0) {
     throw failed(conn, 'pg_restore', { exitCode, stderr: restore.stderr() }, 'the database was left unchanged (single transaction); fix the cause and re-run')
   }
