@@ -2,7 +2,7 @@
 import { spawn } from 'node:child_process'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { cpSync, existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { ExitCode } from '../lib/cli/errors.ts'
@@ -17,6 +17,7 @@ import {
   pgEnv,
   psql,
   REPO,
+  resealArtifact,
   run,
   scratchDatabase,
   snapshot,
@@ -133,6 +134,24 @@ t.test('a dry-run drill verifies without any database connection', async (t) => 
   const r = await run(DRILL, ['--dry-run', '--json'], cleanEnv({ BACKUP_BASE: base, PGHOST: '/nonexistent', PGPORT: '1' }))
   t.equal(r.code, 0, r.stderr)
   t.match(JSON.parse(r.stdout), { ok: true, dryRun: true, rtoMs: null, sourceDatabase: db })
+})
+
+t.test('a backup stamped in the future (clock skew) is neither drilled nor counted, as status.sh says', async (t) => {
+  const { base, name } = await fixture(t)
+  // The same backup again, stamped 30 days ahead under its matching name, checksums resealed.
+  const ahead = new Date(Date.now() + 30 * 86_400_000)
+  const future = `conductor-backup-${ahead.toISOString().slice(0, 19).replace(/[-:]/g, '')}Z`
+  cpSync(join(base, name), join(base, future), { recursive: true })
+  resealArtifact(join(base, future), (m) => {
+    m.artifact = future
+    m.createdAt = ahead.toISOString()
+    m.completedAt = ahead.toISOString()
+  })
+  const r = await run(DRILL, ['--dry-run', '--json'], cleanEnv({ BACKUP_BASE: base }))
+  t.equal(r.code, 0, r.stderr)
+  const doc = JSON.parse(r.stdout)
+  t.equal(doc.artifact, name, 'the drill rehearses the newest backup made with a sane clock')
+  t.ok(doc.rpo.newestAgeMs > 0, `RPO counts from it, not from the future one (${doc.rpo.newestAgeMs} ms)`)
 })
 
 t.test('SIGTERM mid-drill still drops the scratch database, and records nothing', async (t) => {

@@ -7,7 +7,7 @@ import type { Reporter } from '../cli/report.ts'
 import { PhaseClock } from '../drill/phases.ts'
 import type { DrillResult, DrillVerdict } from '../drill/result.ts'
 import { formatDuration } from '../policy/duration.ts'
-import { judge, rpoFromBackups, type RpoMeasure } from '../policy/objectives.ts'
+import { FUTURE_TOLERANCE_MS, judge, rpoFromBackups, type RpoMeasure } from '../policy/objectives.ts'
 import { checkReachable } from '../postgres/client.ts'
 import { checkDatabaseName, connectionFromEnv, describeTarget, withDatabase } from '../postgres/connection.ts'
 import { defaultJobs, stagingNotes } from './restore-postgres.ts'
@@ -48,11 +48,13 @@ export interface DrillOutcome {
 const NO_RPO: RpoMeasure = { newestAgeMs: null, newest: null, largestGapMs: null, gapBetween: null, worstCaseMs: null, backupsInWindow: 0 }
 
 /** What a drill rehearses and RPO counts: complete artifacts that hold a database dump (one without restores nothing). */
-const restorable = (a: ArtifactEntry) => a.kind === 'complete' && a.database !== null && a.createdAt !== null
+/** What a drill picks and RPO counts: a complete backup with a dump, not stamped in the future (as status.sh: clock skew). */
+const restorable = (now: Date) => (a: ArtifactEntry) =>
+  a.kind === 'complete' && a.database !== null && a.createdAt !== null && a.createdAt.getTime() - now.getTime() <= FUTURE_TOLERANCE_MS
 
 async function measureRpo(base: string | undefined, now: Date, windowMs: number, env: NodeJS.ProcessEnv): Promise<RpoMeasure> {
   if (!base) return NO_RPO
-  const complete = (await (await storeAt(base, 'BACKUP_BASE', env)).list()).filter(restorable)
+  const complete = (await (await storeAt(base, 'BACKUP_BASE', env)).list()).filter(restorable(now))
   return rpoFromBackups(
     complete.map((a) => ({ name: a.name, createdAt: a.createdAt! })),
     now,
@@ -65,7 +67,7 @@ async function locate(opts: DrillOptions, reporter: Reporter): Promise<LocalArti
   if (opts.artifact !== undefined) return localArtifact(opts.artifact, opts.backupBase, opts.env, opts.stagingDir, reporter)
   if (!opts.backupBase) throw usageError('BACKUP_BASE is not set', 'set BACKUP_BASE to the backup directory, or name an artifact path')
   const store = await storeAt(opts.backupBase, 'BACKUP_BASE', opts.env)
-  const newest = (await store.list()).find(restorable)
+  const newest = (await store.list()).find(restorable(opts.now))
   if (!newest) throw inputError(`no complete backup with a database dump in ${opts.backupBase}`, 'run backup.sh with the dump enabled first, or check BACKUP_BASE')
   if (store.kind === 'local') return { path: newest.path, origin: newest.path, cleanup: async () => {} }
   return localArtifact(newest.name, opts.backupBase, opts.env, opts.stagingDir, reporter)

@@ -6,7 +6,7 @@ import { DrError } from '../cli/errors.ts'
 import { escapeControl, quoteValue } from '../cli/escape.ts'
 import { formatBytes, type Reporter } from '../cli/report.ts'
 import { formatDuration } from '../policy/duration.ts'
-import { judge, rpoFromBackups } from '../policy/objectives.ts'
+import { FUTURE_TOLERANCE_MS, judge, rpoFromBackups } from '../policy/objectives.ts'
 
 export interface StatusOptions {
   /** The backup directory or s3:// location (BACKUP_BASE or the positional argument). */
@@ -63,7 +63,6 @@ export interface Freshness {
 }
 
 /** Clock skew between hosts; a stamp further ahead is a clock that ran ahead, not a fresh backup. */
-export const FUTURE_TOLERANCE_MS = 15 * 60_000
 
 /**
  * Pure: is the newest complete backup young enough? Reuses the drill's RPO

@@ -96,3 +96,6 @@ function verdict(measured: number | null | undefined, target: number | undefined
   // NaN fails the comparison, so a garbled measurement counts as missed.
   return measured != null && measured <= target ? 'met' : 'missed'
 }
+
+/** A backup stamped further ahead than this was made while the clock was wrong: not counted as the newest, nor drilled. */
+export const FUTURE_TOLERANCE_MS = 15 * 60_000
