@@ -84,6 +84,12 @@ t.test('a target frozen read-only before the restore is swapped like any other, 
   t.match(settings, /default_transaction_read_only=on/, 'still frozen, as before the restore')
   t.match(settings, /work_mem=7MB/)
   psql('postgres', `ALTER DATABASE "${db}" RESET ALL;`)
+  // A target closed to new sessions (to keep the application out, or left so by a swap cut short)
+  // is restored too: nothing needs to connect to it. Once a bug: its owner was read by connecting.
+  psql('postgres', `ALTER DATABASE "${db}" WITH ALLOW_CONNECTIONS false;`)
+  const closed = await run(RESTORE, ['--json', path], pgEnv(db, { RESTORE_POSTGRES: 'true' }))
+  t.equal(closed.code, 0, closed.stderr)
+  t.same(snapshot(db), original, 'restored over the closed target')
 })
 
 t.test('a failing parallel restore leaves the target as it was and nothing behind', async (t) => {

@@ -16,7 +16,7 @@ import { checkWritableDir } from '../artifact/destination.ts'
 import { unusedDerivedName } from '../postgres/derived-name.ts'
 import { restoreIntoNewDatabase } from '../postgres/restore-new.ts'
 import { checkArchive, restoreInPlace, type DumpSource } from '../postgres/restore.ts'
-import { createDatabase, databaseExists, dropDatabase, serverInfo } from '../postgres/server.ts'
+import { createDatabase, databaseExists, databaseOwner, dropDatabase } from '../postgres/server.ts'
 import { renameDatabase, swapDatabases } from '../postgres/swap.ts'
 
 /** What the operator is told when the dump has been staged, or could not be for lack of room. */
@@ -182,7 +182,7 @@ export async function restorePostgres(
   }
 
   const fresh = await unusedDerivedName(conn, database, 'restoring', opts.now)
-  const owner = exists ? (await serverInfo(target)).owner : pg.owner
+  const owner = exists ? await databaseOwner(conn, database) : pg.owner
   const restored = await restoreIntoNewDatabase(conn, {
     source,
     tocBytes,

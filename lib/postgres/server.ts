@@ -65,6 +65,17 @@ export async function databaseExists(conn: PgConnection, name: string): Promise<
 }
 
 /**
+ * The owner of an existing database, read from the catalog through the
+ * administrative connection: the database itself may be closed to new
+ * sessions (ALLOW_CONNECTIONS false, to keep the application out during a
+ * restore, or left so by a swap cut short).
+ */
+export async function databaseOwner(conn: PgConnection, name: string): Promise<string | undefined> {
+  const out = await psql(withDatabase(conn, 'postgres'), "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = :'name';\n", { name }, 'reading the database owner')
+  return out.trim() || undefined
+}
+
+/**
  * Recreates a lost database with the encoding, locale (and ICU locale)
  * and owner it had: created with the server's defaults instead, text that
  * fitted before may no longer fit, or sort differently. template0 allows
