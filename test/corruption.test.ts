@@ -112,4 +112,10 @@ t.test('a dump cut short before it was checksummed (checksums recomputed) is dam
     t.same(snapshot(db), before, `${label}: database untouched`)
   }
   t.equal(psql('postgres', `SELECT count(*) FROM pg_database WHERE datname LIKE '${db}\\_%';`).trim(), '0', 'no restored copy left behind')
+  // --in-place into a database that does not exist yet: the one it creates goes again.
+  const fresh = `${db}_fresh`
+  const r = await run(RESTORE, ['--in-place', path], pgEnv(fresh, { RESTORE_POSTGRES: 'true' }))
+  t.equal(r.code, 4, r.stderr)
+  t.match(r.stderr, /the database \S+ this restore created was dropped again/)
+  t.equal(psql('postgres', `SELECT count(*) FROM pg_database WHERE datname = '${fresh}';`).trim(), '0', 'no empty database left for a later restore to take as the target')
 })

@@ -2,7 +2,7 @@ import { availableParallelism } from 'node:os'
 import type { PostgresDumped } from '../artifact/manifest.ts'
 import { changedAfterVerification, type VerifiedFile } from '../artifact/verified-file.ts'
 import { DrError, usageError, verificationError } from '../cli/errors.ts'
-import { critical, InterruptedBeforeCritical, noteDone } from '../cli/signals.ts'
+import { critical, InterruptedBeforeCritical, noteDone, onInterrupt } from '../cli/signals.ts'
 import { DigestMismatch, readVerified } from '../pipeline/checksum.ts'
 import { readDecoded } from '../crypto/decrypt-check.ts'
 import { allInOrder } from '../pipeline/in-order.ts'
@@ -171,12 +171,27 @@ export async function restorePostgres(
   }
 
   if (mode === 'in-place') {
+    // A database this run created goes again if the restore into it fails or is interrupted: left
+    // empty, a later default restore would take it for an existing target.
+    let undoCreate = () => {}
     if (!exists) {
       reporter.line(`postgres: database ${database} does not exist; creating it (${pg.encoding}, collate ${pg.collate || 'default'})`)
       await createDatabase(target, database, settings)
+      undoCreate = onInterrupt(() => dropDatabase(conn, database).catch(() => {}))
     }
     reporter.line(`postgres: restoring ${pg.database} into ${database}…`)
-    await restoreInPlace(target, source, database, (bytes) => reporter.progress('restoring database', bytes))
+    try {
+      await restoreInPlace(target, source, database, (bytes) => reporter.progress('restoring database', bytes))
+    } catch (err) {
+      reporter.endProgress()
+      if (!exists) {
+        undoCreate()
+        await dropDatabase(conn, database).catch(() => {})
+        if (err instanceof DrError) throw new DrError(err.kind, `${err.message} (the database ${database} this restore created was dropped again)`, err.fix, err.details)
+      }
+      throw err
+    }
+    undoCreate()
     reporter.endProgress()
     return { postgres: { status: 'restored', database, mode, rolesCreated }, checks: await runChecks(target, pg, opts.checks, reporter) }
   }
