@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { runtimeError } from '../cli/errors.ts'
-import { onInterrupt } from '../cli/signals.ts'
+import { interrupted, onInterrupt } from '../cli/signals.ts'
 import { spawnTool } from '../pipeline/spawn.ts'
 import { clientCommand } from './client-path.ts'
 import type { PgConnection } from './connection.ts'
@@ -22,13 +22,22 @@ export const createSessionName = () => `conductor-dr create ${process.pid}`
 
 let registered = false
 
-/** The environment for a psql session of this run: named OWN_SESSION, unless the caller named it (conductor-dr …). */
+const CLEANUP_SESSION = `conductor-dr cleanup ${process.pid}`
+
+/**
+ * The environment for a psql session of this run: named OWN_SESSION,
+ * unless the caller named it (conductor-dr …). One opened once an
+ * interrupt has arrived is the clean-up's own (dropping a scratch or
+ * half-restored database) and is named apart, so it is not ended with
+ * the work it cleans up after.
+ */
 export function ownSessionEnv(conn: PgConnection): NodeJS.ProcessEnv {
   if (!registered) {
     registered = true
     onInterrupt(() => endOwnSessions(conn))
   }
-  return conn.env.PGAPPNAME?.startsWith('conductor-dr ') ? conn.env : { ...conn.env, PGAPPNAME: OWN_SESSION }
+  if (conn.env.PGAPPNAME?.startsWith('conductor-dr ')) return conn.env
+  return { ...conn.env, PGAPPNAME: interrupted() ? CLEANUP_SESSION : OWN_SESSION }
 }
 
 /** Ends this run's sessions still on the server (best effort, within the interrupt's deadline). */
@@ -37,7 +46,7 @@ async function endOwnSessions(conn: PgConnection): Promise<void> {
     clientCommand('psql', conn.env),
     ['-X', '-A', '-t', '-q', '-w', '-d', 'postgres', '-v', `own=${OWN_SESSION}`, '-v', `create=${createSessionName()}`],
     {
-      env: { ...conn.env, PGAPPNAME: `conductor-dr cleanup ${process.pid}`, PGCONNECT_TIMEOUT: '3' },
+      env: { ...conn.env, PGAPPNAME: CLEANUP_SESSION, PGCONNECT_TIMEOUT: '3' },
       stdin: 'pipe',
       stdout: 'ignore',
       missing: runtimeError('psql not found on PATH', 'install the PostgreSQL client tools'),
