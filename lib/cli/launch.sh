@@ -48,8 +48,12 @@ bundle() {
   [ -f "$dir/$name.mjs" ]
 }
 
+# A young generation of 1 MiB: the data passes through in 64 KiB buffers whose memory is only
+# given back when their small JS handles are collected, and a smaller young generation collects
+# them sooner. Measured on a 1 GiB upload to a bucket: peak RSS 119 MiB instead of 133-145, the
+# same seconds (and the same for a 1 GiB files backup).
 # Quietly: a tool missing from PATH only means the slower start below.
 if bundle 2>/dev/null; then
-  exec node --max-semi-space-size=2 "$zx" "$dir/$name.mjs" "$@"
+  exec node --max-semi-space-size=1 "$zx" "$dir/$name.mjs" "$@"
 fi
-exec node --max-semi-space-size=2 --import "$root/node_modules/tsx/dist/loader.mjs" "$zx" "$script" "$@"
+exec node --max-semi-space-size=1 --import "$root/node_modules/tsx/dist/loader.mjs" "$zx" "$script" "$@"
