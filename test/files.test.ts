@@ -223,12 +223,18 @@ t.test('a tree with every kind of entry round-trips into --target, entry by entr
   t.same(treeState(app, { skip: isFifo }), before.app, 'the source is untouched')
 })
 
-t.test('a file hardlinked into two backed-up paths restores, as a copy in the second', async (t) => {
-  const S = scenario(t, 'xroot')
+/** Two empty backed-up paths side by side, a and b, in a fresh scenario. */
+function twoRoots(t: Test, what: string): { S: string; a: string; b: string } {
+  const S = scenario(t, what)
   const a = join(S, 'a')
   const b = join(S, 'b')
   mkdirSync(a)
   mkdirSync(b)
+  return { S, a, b }
+}
+
+t.test('a file hardlinked into two backed-up paths restores, as a copy in the second', async (t) => {
+  const { a, b } = twoRoots(t, 'xroot')
   writeFileSync(join(a, 'shared'), 'one inode in two roots\n')
   chmodSync(join(a, 'shared'), 0o640)
   chownSync(join(a, 'shared'), 1234, 5678)
@@ -299,11 +305,7 @@ t.test('names that differ only in bytes that are not UTF-8: a directory and a sy
 
 t.test('a hardlink between two backed-up paths, both names not UTF-8: restored as a copy', async (t) => {
   // Once a bug: the copy was made by the decoded names (U+FFFD), which name no file: exit 4, 'tampered'.
-  const S = scenario(t, 'bytes-link')
-  const a = join(S, 'a')
-  const b = join(S, 'b')
-  mkdirSync(a)
-  mkdirSync(b)
+  const { a, b } = twoRoots(t, 'bytes-link')
   const fa = Buffer.concat([Buffer.from(`${a}/f`), Buffer.from([0xff])])
   const gb = Buffer.concat([Buffer.from(`${b}/g`), Buffer.from([0xfe])])
   writeFileSync(fa, 'linked across paths\n')

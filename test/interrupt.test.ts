@@ -173,23 +173,37 @@ t.test('SIGTERM while the dump is staged, after the new database was created bes
   t.same(snapshot(db), before, 'the target is as it was before the restore began')
 })
 
+/**
+ * Another session runs `sql` in an open transaction, holding its locks until
+ * the returned release() (or the end of the test) rolls it back.
+ */
+async function holdInTransaction(t: Test, sql: string, like: string): Promise<() => void> {
+  const blocker = spawn('psql', ['-X', '-q', '-d', 'postgres'], { env: pgEnv('postgres'), stdio: ['pipe', 'ignore', 'ignore'] })
+  const done = new Promise((resolve) => blocker.on('close', resolve))
+  blocker.stdin!.write(`BEGIN; ${sql};\n`)
+  let released = false
+  const release = () => {
+    if (!released) blocker.stdin!.end('ROLLBACK;\n')
+    released = true
+  }
+  t.teardown(async () => {
+    release()
+    await done
+  })
+  await waitFor('the other session to hold its locks', () => psql('postgres', `SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' AND query LIKE '${like}';`).trim() !== '0')
+  return release
+}
+
 t.test('SIGTERM to the whole process group while the CREATE waits on a lock: the database it commits anyway is dropped', async (t) => {
   const { db, path, before } = await changedSinceBackup(t, 200)
   // Another session holds a lock the CREATE needs; psql dies of the group's signal, the server goes on.
-  const blocker = spawn('psql', ['-X', '-q', '-d', 'postgres'], { env: pgEnv('postgres'), stdio: ['pipe', 'ignore', 'ignore'] })
-  const blockerDone = new Promise((resolve) => blocker.on('close', resolve))
-  blocker.stdin!.write("BEGIN; COMMENT ON DATABASE template0 IS 'held by a test';\n")
-  t.teardown(async () => {
-    blocker.stdin!.end('ROLLBACK;\n')
-    await blockerDone
-  })
-  await waitFor('the blocker to hold its lock', () => psql('postgres', "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' AND query LIKE 'COMMENT ON DATABASE template0%';").trim() !== '0')
+  const release = await holdInTransaction(t, "COMMENT ON DATABASE template0 IS 'held by a test'", 'COMMENT ON DATABASE template0%')
   const restore = spawn(RESTORE, [path], { cwd: REPO, env: pgEnv(db, { RESTORE_POSTGRES: 'true' }), stdio: ['ignore', 'pipe', 'pipe'], detached: true })
   const done = collect(restore)
   await waitFor('the CREATE to wait on the lock', () => psql('postgres', `SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'CREATE DATABASE %${db}\\_restoring\\_%' AND wait_event_type = 'Lock';`).trim() !== '0')
   process.kill(-restore.pid!, 'SIGTERM')
   await new Promise((resolve) => setTimeout(resolve, 500))
-  blocker.stdin!.write('ROLLBACK;\n') // the CREATE now commits, with no client left to tell
+  release() // the CREATE now commits, with no client left to tell
   const r = await done
   t.equal(r.code, 130, r.stderr)
   // The orphaned CREATE finishes on its own time: look only once it has.
@@ -203,21 +217,14 @@ t.test("SIGTERM to the whole process group while the swap waits on a lock: the o
   // waiting on the server and committed when the other session let go: the target refused every
   // connection after the run had said nothing changed. The run's sessions are now ended on an interrupt.
   const { db, path, before } = await changedSinceBackup(t, 200)
-  const blocker = spawn('psql', ['-X', '-q', '-d', 'postgres'], { env: pgEnv('postgres'), stdio: ['pipe', 'ignore', 'ignore'] })
-  const blockerDone = new Promise((resolve) => blocker.on('close', resolve))
-  blocker.stdin!.write(`BEGIN; ALTER DATABASE "${db}" CONNECTION LIMIT 50;\n`)
-  t.teardown(async () => {
-    blocker.stdin!.end('ROLLBACK;\n')
-    await blockerDone
-  })
-  await waitFor('the blocker to hold the row', () => psql('postgres', "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' AND query LIKE 'ALTER DATABASE %CONNECTION LIMIT 50%';").trim() !== '0')
+  const release = await holdInTransaction(t, `ALTER DATABASE "${db}" CONNECTION LIMIT 50`, 'ALTER DATABASE %CONNECTION LIMIT 50%')
   const restore = spawn(RESTORE, [path], { cwd: REPO, env: pgEnv(db, { RESTORE_POSTGRES: 'true' }), stdio: ['ignore', 'pipe', 'pipe'], detached: true })
   const done = collect(restore)
   await waitFor('the swap to wait on the lock', () => psql('postgres', "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%ALLOW_CONNECTIONS false%' AND wait_event_type = 'Lock';").trim() !== '0', 60_000)
   process.kill(-restore.pid!, 'SIGTERM')
   const r = await done
   t.equal(r.code, 130, r.stderr)
-  blocker.stdin!.write('ROLLBACK;\n') // an orphaned ALTER would run now
+  release() // an orphaned ALTER would run now
   await new Promise((resolve) => setTimeout(resolve, 1000))
   t.equal(psql('postgres', `SELECT datallowconn FROM pg_database WHERE datname = '${db}';`).trim(), 't', 'the target still accepts connections')
   t.equal(psql('postgres', "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%ALLOW_CONNECTIONS false%' AND pid <> pg_backend_pid();").trim(), '0', 'no session of the run is left')
