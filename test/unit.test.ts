@@ -1,6 +1,8 @@
 // Pure pieces: each of these decides something an operator relies on.
 import { lockWaitFailure } from '../lib/postgres/lock-wait.ts'
+import { execFileSync } from 'node:child_process'
 import t from 'tap'
+import { shellWord } from '../lib/cli/escape.ts'
 import { parseArgs } from '../lib/cli/args.ts'
 import { planPostgres } from '../lib/commands/backup.ts'
 import { digestBuffer } from '../lib/pipeline/checksum.ts'
@@ -112,6 +114,15 @@ t.test('DATABASE_URL becomes libpq environment, never argv', async (t) => {
   t.equal(kindOf(() => parseDatabaseUrl('postgresql:/h/db')), 'usage')
   t.equal(kindOf(() => parseDatabaseUrl('mysql://h/db')), 'usage')
   t.equal(kindOf(() => parseDatabaseUrl('postgresql://h/db?weird=1')), 'usage')
+})
+
+t.test('shellWord: a database name an operator can paste after dropdb', async (t) => {
+  t.equal(shellWord('conductor_pre_restore_20240315t120000z'), 'conductor_pre_restore_20240315t120000z')
+  t.equal(shellWord("it's $(rm -rf ~); x"), `'it'\\''s $(rm -rf ~); x'`)
+  t.equal(shellWord('a\nb'), "$'a\\nb'", 'one line, and the shell reads the newline back')
+  const sh = (word: string) => execFileSync('sh', ['-c', `printf %s ${word}`]).toString()
+  for (const name of ["it's $(id) `id` \\ \"q\"", 'plain_name', 'spaces and; semicolons']) t.equal(sh(shellWord(name)), name, name)
+  t.equal(execFileSync('bash', ['-c', `printf %s ${shellWord("a\nb'c\\d")}`]).toString(), "a\nb'c\\d", '$-quoting in bash')
 })
 
 t.test('conninfo quoting', async (t) => {

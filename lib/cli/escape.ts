@@ -25,3 +25,14 @@ export function quoteValue(value: string, max = 160): string {
   const shown = value.length > max ? `${value.slice(0, max - 1)}…` : value
   return `'${escapeControl(shown)}'`
 }
+
+/**
+ * A value as one word an operator can paste into a shell (a database name
+ * in a `dropdb` hint): bare when it is plain, else single-quoted, or
+ * $'…' quoted when it holds control characters, so the line stays one line.
+ */
+export function shellWord(value: string): string {
+  if (/^[A-Za-z0-9_.,:@%+=/-]+$/.test(value)) return value
+  if (!new RegExp(CONTROL.source).test(value)) return `'${value.replace(/'/g, `'\\''`)}'`
+  return `$'${escapeControl(value.replace(/\\/g, '\\\\').replace(/'/g, "\\'"))}'`
+}

@@ -3,6 +3,7 @@ import { verifyArtifact, type VerifiedArtifact } from '../artifact/verify.ts'
 import { checkRowCounts, runOperatorChecks, validateCheckSpec } from '../checks/index.ts'
 import type { CheckResult, CheckSpec } from '../checks/types.ts'
 import { DrError, inputError, runtimeError, usageError } from '../cli/errors.ts'
+import { shellWord } from '../cli/escape.ts'
 import type { Reporter } from '../cli/report.ts'
 import { PhaseClock } from '../drill/phases.ts'
 import type { DrillResult, DrillVerdict } from '../drill/result.ts'
@@ -179,7 +180,7 @@ export async function runDrill(opts: DrillOptions, reporter: Reporter): Promise<
     if (opts.keep) {
       db.keep()
       clock.skip('cleanup')
-      reporter.line(`kept scratch database ${db.name} for inspection (--keep); drop it with: dropdb ${db.name}`)
+      reporter.line(`kept scratch database ${db.name} for inspection (--keep); drop it with: dropdb ${shellWord(db.name)}`)
     } else {
       await clock.run('cleanup', () => db.drop()).catch((err: unknown) => {
         reporter.warn(`could not drop the scratch database ${db.name}: ${(err as Error).message}`)

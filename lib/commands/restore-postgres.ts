@@ -9,6 +9,7 @@ import { allInOrder } from '../pipeline/in-order.ts'
 import { createRoles, existingRoles, parseRoles, planRoles } from '../postgres/roles.ts'
 import { checkRowCounts, runOperatorChecks } from '../checks/index.ts'
 import type { CheckResult, CheckSpec } from '../checks/types.ts'
+import { shellWord } from '../cli/escape.ts'
 import type { Reporter } from '../cli/report.ts'
 import { checkReachable, toolVersion } from '../postgres/client.ts'
 import { checkDatabaseName, connectionFromEnv, describeTarget, withDatabase, type PgConnection } from '../postgres/connection.ts'
@@ -250,10 +251,10 @@ export async function restorePostgres(
     } catch (err) {
       if (err instanceof InterruptedBeforeCritical) throw err
       // The restore itself succeeded; only the clean-up did not.
-      reporter.warn(`restored, but could not drop ${kept}: ${err instanceof Error ? err.message : String(err)}; drop it by hand: dropdb ${kept}`)
+      reporter.warn(`restored, but could not drop ${kept}: ${err instanceof Error ? err.message : String(err)}; drop it by hand: dropdb ${shellWord(kept)}`)
     }
   } else {
-    reporter.line(`postgres: when satisfied, drop the old one: dropdb ${kept}  (or run with --drop-old)`)
+    reporter.line(`postgres: when satisfied, drop the old one: dropdb ${shellWord(kept)}  (or run with --drop-old)`)
   }
   return { postgres: { status: 'restored', database, mode, kept, jobs, rolesCreated }, checks }
 }
