@@ -8,7 +8,7 @@ import type { Reporter } from '../cli/report.ts'
 import { PhaseClock } from '../drill/phases.ts'
 import type { DrillResult, DrillVerdict } from '../drill/result.ts'
 import { formatDuration } from '../policy/duration.ts'
-import { FUTURE_TOLERANCE_MS, judge, rpoFromBackups, type RpoMeasure } from '../policy/objectives.ts'
+import { judge, rpoFromBackups, stampedAhead, type RpoMeasure } from '../policy/objectives.ts'
 import { checkReachable } from '../postgres/client.ts'
 import { checkDatabaseName, connectionFromEnv, describeTarget, withDatabase } from '../postgres/connection.ts'
 import { defaultJobs, stagingNotes } from './restore-postgres.ts'
@@ -48,10 +48,8 @@ export interface DrillOutcome {
 
 const NO_RPO: RpoMeasure = { newestAgeMs: null, newest: null, largestGapMs: null, gapBetween: null, worstCaseMs: null, backupsInWindow: 0 }
 
-/** What a drill rehearses and RPO counts: complete artifacts that hold a database dump (one without restores nothing). */
-/** What a drill picks and RPO counts: a complete backup with a dump, not stamped in the future (as status.sh: clock skew). */
-const restorable = (now: Date) => (a: ArtifactEntry) =>
-  a.kind === 'complete' && a.database !== null && a.createdAt !== null && a.createdAt.getTime() - now.getTime() <= FUTURE_TOLERANCE_MS
+/** What a drill rehearses and RPO counts: complete artifacts that hold a database dump (one without restores nothing), not stamped in the future (as status.sh). */
+const restorable = (now: Date) => (a: ArtifactEntry) => a.kind === 'complete' && a.database !== null && a.createdAt !== null && !stampedAhead(a.createdAt, now)
 
 async function measureRpo(base: string | undefined, now: Date, windowMs: number, env: NodeJS.ProcessEnv): Promise<RpoMeasure> {
   if (!base) return NO_RPO

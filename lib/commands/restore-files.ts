@@ -74,10 +74,13 @@ async function checkIndex(entries: AsyncIterable<IndexEntry>, section: Filesyste
   }
 }
 
-function refuseLinkUnderTarget(link: string | null, target: string, root: string): void {
+/** --target: no directory between DIR and the destination may be a symlink (restore-plan.ts linkUnderTarget). */
+async function refuseLinkUnderTarget(target: string | undefined, plan: RootPlan): Promise<void> {
+  if (target === undefined) return
+  const link = await linkUnderTarget(target, plan.destination)
   if (link === null) return
   throw inputError(
-    `${quoteValue(link)} is a symlink inside --target; restoring ${quoteValue(root)} through it would write outside ${quoteValue(target)}`,
+    `${quoteValue(link)} is a symlink inside --target; restoring ${quoteValue(plan.root)} through it would write outside ${quoteValue(target)}`,
     'remove or rename that link, or choose an empty --target directory',
   )
 }
@@ -99,7 +102,7 @@ export interface PreparedFiles {
   /** Each destination's parent: the directories to create (0700), checked writable, as backup plans --output. */
   parents: DestinationPlan[]
   /** --target DIR, when given: checked again for links before each move. */
-  target?: string
+  target: string | undefined
 }
 
 /**
@@ -120,7 +123,7 @@ export async function prepareFilesRestore(
   const indexDecoding = decodingOf(artifact, section.index, undefined, identity)
   const parents: DestinationPlan[] = []
   for (const plan of plans) {
-    if (opts.target !== undefined) refuseLinkUnderTarget(await linkUnderTarget(opts.target, plan.destination), opts.target, plan.root)
+    await refuseLinkUnderTarget(opts.target, plan)
     if (plan.existing === 'symlink' || plan.existing === 'other') {
       throw inputError(`${quoteValue(plan.destination)} is a ${plan.existing === 'symlink' ? 'symlink' : 'special file'}; restoring over it is refused`, 'move it away, or restore with --target DIR')
     }
@@ -135,11 +138,11 @@ export async function prepareFilesRestore(
   const encryptedIndex = isEncrypted(artifact.manifest, section.index)
   if (encryptedIndex && indexDecoding.identity === undefined) {
     reporter.line('files: the index is encrypted; its paths are checked with the key, before anything is written')
-    return { plans, section, archiveDecoding, indexDecoding, indexChecked: false, parents, ...(opts.target !== undefined ? { target: opts.target } : {}) }
+    return { plans, section, archiveDecoding, indexDecoding, indexChecked: false, parents, target: opts.target }
   }
   await checkIndex(indexEntries(artifact.files.get(section.index)!, indexDecoding, opts.env), section, plans)
   reporter.line('files: every path in the index stays inside its destination')
-  return { plans, section, archiveDecoding, indexDecoding, indexChecked: true, parents, ...(opts.target !== undefined ? { target: opts.target } : {}) }
+  return { plans, section, archiveDecoding, indexDecoding, indexChecked: true, parents, target: opts.target }
 }
 
 const outcome = (plan: RootPlan, placed?: Placed): RootOutcome => ({
@@ -220,7 +223,7 @@ export async function placeFiles(staged: StagedFiles, reporter: Reporter): Promi
       for (const plan of plans) {
         // Again, just before the renames: a link made inside --target since the plan (while the
         // archive was extracted) would carry this move out of DIR.
-        if (staged.prepared.target !== undefined) refuseLinkUnderTarget(await linkUnderTarget(staged.prepared.target, plan.destination), staged.prepared.target, plan.root)
+        await refuseLinkUnderTarget(staged.prepared.target, plan)
         const p = await placeRoot(plan)
         placed.push(p)
         reporter.line(`files: ${p.destination} restored${p.keptAside ? `; what it held is kept as ${p.keptAside}` : ''}`)

@@ -6,7 +6,7 @@ import { DrError } from '../cli/errors.ts'
 import { escapeControl, quoteValue } from '../cli/escape.ts'
 import { formatBytes, type Reporter } from '../cli/report.ts'
 import { formatDuration } from '../policy/duration.ts'
-import { FUTURE_TOLERANCE_MS, judge, rpoFromBackups } from '../policy/objectives.ts'
+import { judge, rpoFromBackups, stampedAhead } from '../policy/objectives.ts'
 
 export interface StatusOptions {
   /** The backup directory or s3:// location (BACKUP_BASE or the positional argument). */
@@ -62,8 +62,6 @@ export interface Freshness {
   future: string[]
 }
 
-/** Clock skew between hosts; a stamp further ahead is a clock that ran ahead, not a fresh backup. */
-
 /**
  * Pure: is the newest complete backup young enough? Reuses the drill's RPO
  * arithmetic, so status and drills agree on what "age" means (a backup
@@ -77,7 +75,7 @@ export function freshness(entries: readonly ArtifactEntry[], now: Date, maxAgeMs
     .map((e) => ({ name: e.name, createdAt: e.createdAt! }))
   // One backup made while the clock ran a year ahead would otherwise read as "0 s old" until that
   // date and silence --max-age while backups stop; it is reported, and the rest are judged.
-  const ahead = (p: { createdAt: Date }) => p.createdAt.getTime() - now.getTime() > FUTURE_TOLERANCE_MS
+  const ahead = (p: { createdAt: Date }) => stampedAhead(p.createdAt, now)
   const measure = rpoFromBackups(all.filter((p) => !ahead(p)), now, 0)
   const verdict = judge({ rpoMs: measure.newestAgeMs }, { rpoMs: maxAgeMs })
   return { newest: measure.newest, newestAgeMs: measure.newestAgeMs, stale: verdict.rpo === 'missed', future: all.filter(ahead).map((p) => p.name) }

@@ -38,7 +38,7 @@ const NAME_MAX = 255
  * boundary. The restore's own names (staging, kept copies) add a suffix
  * to a backed-up name that may itself be close to NAME_MAX.
  */
-export function fitName(name: string, bytes: number): string {
+function fitName(name: string, bytes: number): string {
   if (Buffer.byteLength(name) <= bytes) return name
   let out = ''
   let used = 0

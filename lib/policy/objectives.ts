@@ -97,5 +97,8 @@ function verdict(measured: number | null | undefined, target: number | undefined
   return measured != null && measured <= target ? 'met' : 'missed'
 }
 
-/** A backup stamped further ahead than this was made while the clock was wrong: not counted as the newest, nor drilled. */
+/** Clock skew between hosts; a stamp further ahead is a clock that ran ahead, not a fresh backup. */
 export const FUTURE_TOLERANCE_MS = 15 * 60_000
+
+/** Pure: made while the clock ran ahead (further than FUTURE_TOLERANCE_MS): not counted as the newest backup, nor drilled. */
+export const stampedAhead = (createdAt: Date, now: Date): boolean => createdAt.getTime() - now.getTime() > FUTURE_TOLERANCE_MS

@@ -6,9 +6,11 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 /** How long the swap waits for a lock on the databases' catalog rows. */
 const SWAP_LOCK_WAIT = '30s'
+/** Before each of the swap's statements: another session's open ALTER DATABASE or GRANT on the target holds its catalog row, and an unbounded wait is a restore that hangs at its last step. */
+const BOUNDED = `SET lock_timeout = '${SWAP_LOCK_WAIT}';\n`
 
-/** A lock wait that ran out: another session holds the target (pure, so the message is tested). */
-export function lockedTarget(err: unknown, target: string): unknown {
+/** A lock wait that ran out: another session holds the target. */
+function lockedTarget(err: unknown, target: string): unknown {
   if (!/lock timeout/i.test((err as Error)?.message ?? '')) return err
   return runtimeError(
     `another session holds the database ${target} (an open ALTER DATABASE, GRANT or COMMENT on it?); the swap waited ${SWAP_LOCK_WAIT} and changed nothing`,
@@ -62,9 +64,7 @@ SELECT format('GRANT %s ON DATABASE %I TO %s', a.privilege_type, :'to',
 export async function swapDatabases(conn: PgConnection, target: string, replacement: string, kept: string): Promise<void> {
   const admin = withDatabase(conn, 'postgres')
   const vars = { target, replacement, kept }
-  // Bounded: another session's open ALTER DATABASE or GRANT on the target holds its catalog row,
-  // and an unbounded wait is a restore that hangs at its last step.
-  await psql(admin, `SET lock_timeout = '${SWAP_LOCK_WAIT}';\nALTER DATABASE :"target" WITH ALLOW_CONNECTIONS false;\n`, vars, 'closing the target database to new sessions').catch((err: unknown) => {
+  await psql(admin, `${BOUNDED}ALTER DATABASE :"target" WITH ALLOW_CONNECTIONS false;\n`, vars, 'closing the target database to new sessions').catch((err: unknown) => {
     throw lockedTarget(err, target)
   })
   try {
@@ -81,8 +81,7 @@ export async function swapDatabases(conn: PgConnection, target: string, replacem
     }
     await psql(
       admin,
-      `SET lock_timeout = '${SWAP_LOCK_WAIT}';
-BEGIN;
+      `${BOUNDED}BEGIN;
 ALTER DATABASE :"target" RENAME TO :"kept";
 ALTER DATABASE :"replacement" RENAME TO :"target";
 COMMIT;
@@ -91,10 +90,10 @@ COMMIT;
       'swapping the restored database in',
     )
   } catch (err) {
-    await psql(admin, `SET lock_timeout = '${SWAP_LOCK_WAIT}';\nALTER DATABASE :"target" WITH ALLOW_CONNECTIONS true;\n`, vars).catch(() => {})
+    await psql(admin, `${BOUNDED}ALTER DATABASE :"target" WITH ALLOW_CONNECTIONS true;\n`, vars).catch(() => {})
     throw lockedTarget(err, target)
   }
-  await psql(admin, `SET lock_timeout = '${SWAP_LOCK_WAIT}';\nALTER DATABASE :"kept" WITH ALLOW_CONNECTIONS true;\n`, vars, 'reopening the kept database')
+  await psql(admin, `${BOUNDED}ALTER DATABASE :"kept" WITH ALLOW_CONNECTIONS true;\n`, vars, 'reopening the kept database')
 }
 
 export async function renameDatabase(conn: PgConnection, from: string, to: string): Promise<void> {

@@ -253,27 +253,7 @@ export class S3Store implements Store {
    */
   async holds(key: string, text: string): Promise<boolean> {
     const expected = Buffer.from(text)
-    try {
-      const got = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }))
-      const body = got.Body as Readable
-      if (got.ContentLength !== undefined && got.ContentLength !== expected.length) {
-        body.destroy()
-        return false
-      }
-      const chunks: Buffer[] = []
-      let length = 0
-      for await (const chunk of body) {
-        chunks.push(chunk as Buffer)
-        length += (chunk as Buffer).length
-        if (length > expected.length) {
-          body.destroy()
-          return false
-        }
-      }
-      return Buffer.concat(chunks).equals(expected)
-    } catch {
-      return false
-    }
+    return this.readSmall(key, key, expected.length).then((got) => got.equals(expected), () => false)
   }
 
   /** A small object read whole, refused past `limit` bytes; a missing one is the artifact's fault. */
