@@ -6,6 +6,7 @@ import { shellWord } from '../lib/cli/escape.ts'
 import { parseArgs } from '../lib/cli/args.ts'
 import { planPostgres } from '../lib/commands/backup.ts'
 import { digestBuffer } from '../lib/pipeline/checksum.ts'
+import { RECLAIM_EVERY_BYTES, reclaimer } from '../lib/pipeline/reclaim.ts'
 import { envFlag } from '../lib/cli/switches.ts'
 import { DrError } from '../lib/cli/errors.ts'
 import { MANIFEST_FORMAT, parseManifest, parseManifestSum, serializeManifest, type Manifest } from '../lib/artifact/manifest.ts'
@@ -271,4 +272,12 @@ t.test('lockWaitFailure: a lock wait that ran out, in either of the server phras
   t.match(lockWaitFailure('ERROR:  canceling statement due to lock timeout', 300_000)?.message, /^pg_dump could not lock a table within 5m 00s/)
   t.equal(lockWaitFailure('ERROR:  canceling statement due to statement timeout', 1000), null, 'a statement timeout not around LOCK TABLE is not ours')
   t.equal(lockWaitFailure('FATAL:  password authentication failed', 1000), null)
+})
+
+t.test('reclaimer: one young-generation collection per RECLAIM_EVERY_BYTES of streamed data, none without gc', async (t) => {
+  const calls: string[] = []
+  const note = reclaimer((o) => calls.push(o.type))
+  for (let i = 0; i < (2.5 * RECLAIM_EVERY_BYTES) / 65536; i++) note(65536)
+  t.same(calls, ['minor', 'minor'])
+  t.doesNotThrow(() => reclaimer(undefined)(RECLAIM_EVERY_BYTES * 4))
 })

@@ -1,6 +1,7 @@
 import { createHash, type Hash } from 'node:crypto'
 import type { FileHandle } from 'node:fs/promises'
 import { Readable, Transform, type TransformCallback } from 'node:stream'
+import { reclaimAfter } from './reclaim.ts'
 
 export interface Digest {
   sha256: string
@@ -39,6 +40,7 @@ export class DigestStream extends Transform {
     this.hash.update(chunk)
     this.bytes += chunk.length
     this.onProgress?.(this.bytes)
+    reclaimAfter(chunk.length)
     done(null, chunk)
   }
 
