@@ -90,7 +90,8 @@ t.test('failing checks fail the drill with exit 5, and the scratch database is g
   const cases: Array<{ name: string; args: string[]; failing: RegExp }> = [
     { name: '--check-sql returning false', args: ['--check-sql', sqlFile], failing: /sql:/ },
     { name: '--check-cmd exiting 3', args: ['--check-cmd', 'echo smoke failed >&2; exit 3'], failing: /cmd:/ },
-    { name: '--check-url answering 503', args: ['--check-url', `http://127.0.0.1:${port}/health`], failing: /url:/ },
+    // A query token is sent, and shown nowhere.
+    { name: '--check-url answering 503', args: ['--check-url', `http://127.0.0.1:${port}/health?token=hunter2-query`], failing: /url:.*\/health\?token=\*\*\*/ },
   ]
   for (const c of cases) {
     await t.test(c.name, async (t) => {
@@ -100,6 +101,7 @@ t.test('failing checks fail the drill with exit 5, and the scratch database is g
       t.equal(r.code, EXIT.check, r.stderr)
       t.match(readFileSync(report, 'utf8'), /— check-failed[\s\S]*FAILED/, 'the failed drill is in the runbook log')
       if (c.name.includes('cmd')) t.match(readFileSync(report, 'utf8'), /smoke failed/, "the check's own output is in the report")
+      t.notMatch(r.stdout + r.stderr + readFileSync(report, 'utf8'), /hunter2/, 'no query value in the output or the report')
       const doc = JSON.parse(r.stdout)
       t.match(doc, { ok: false, exitCode: EXIT.check, verdict: 'check-failed' })
       t.match(doc.error, c.failing)

@@ -332,6 +332,7 @@ t.test('7. drill.sh, status.sh and the restore options refuse bad input in one l
     { name: 'drill --summary without --report', script: DRILL, args: ['--summary'], env: withBase, code: EXIT.usage, message: /--summary needs --report/ },
     { name: 'drill --summary with no history yet', script: DRILL, args: ['--summary', '--report', join(dir, 'never.md')], env: withBase, code: EXIT.input, message: /no drill history/ },
     { name: 'drill --check-url that is not http', script: DRILL, args: ['--dry-run', '--check-url', 'ftp://x/'], env: withBase, code: EXIT.usage, message: /check-url/ },
+    { name: "drill --check-url on a port fetch never connects to", script: DRILL, args: ['--dry-run', '--check-url', 'http://127.0.0.1:6000/health?k=v'], env: withBase, code: EXIT.usage, message: /port 6000.*check-cmd/ },
     { name: 'drill with no BACKUP_BASE', script: DRILL, args: ['--dry-run'], code: EXIT.usage, message: /BACKUP_BASE is not set/ },
     { name: 'status --max-age garbage', script: STATUS, args: ['--max-age', 'soon'], env: withBase, code: EXIT.usage, message: /--max-age must be a duration/ },
     { name: 'restore --jobs 0', script: RESTORE, args: ['--jobs', '0', name], env: cleanEnv({ BACKUP_BASE: base, RESTORE_POSTGRES: 'true' }), code: EXIT.usage, message: /--jobs must be a whole number/ },

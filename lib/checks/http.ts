@@ -1,4 +1,4 @@
-import { checkName, urlWithoutCredentials } from './names.ts'
+import { checkName, shownUrl, urlWithoutCredentials } from './names.ts'
 import { detailLine, formatMs, outputTail, timed, timerMs } from './result.ts'
 import type { CheckResult } from './types.ts'
 
@@ -51,7 +51,7 @@ export async function checkUrl(text: string, secrets: readonly string[], timeout
   const password = parsed ? decoded(parsed.password) : ''
   const hidden = password ? [...secrets, password, parsed!.password] : secrets
   const url = urlWithoutCredentials(text)
-  return timed(checkName('url', url?.href ?? '(not a valid URL)', hidden), 'url', hidden, async () => {
+  return timed(checkName('url', url ? shownUrl(url) : '(not a valid URL)', hidden), 'url', hidden, async () => {
     if (!url) return { ok: false, detail: 'not a valid URL' }
     const headers: Record<string, string> = {}
     if (user || password) headers.authorization = `Basic ${Buffer.from(`${user}:${password}`, 'utf8').toString('base64')}`
@@ -62,7 +62,7 @@ export async function checkUrl(text: string, secrets: readonly string[], timeout
       return { ok: false, detail: detailLine(whyFailed(err, timeoutMs), hidden) }
     }
     const status = `HTTP ${res.status}${res.statusText ? ` ${res.statusText}` : ''}`
-    const via = res.redirected ? ` (redirected to ${urlWithoutCredentials(res.url)?.href ?? 'another URL'})` : ''
+    const via = res.redirected ? ` (redirected to ${redirectedTo(res.url)})` : ''
     if (res.ok) {
       await res.body?.cancel().catch(() => {})
       return { ok: true, detail: detailLine(`${status}${via}`, hidden) }
@@ -70,6 +70,11 @@ export async function checkUrl(text: string, secrets: readonly string[], timeout
     const body = await bodyHead(res)
     return { ok: false, detail: detailLine(`${status}${via}`, hidden), output: outputTail(body, hidden) }
   })
+}
+
+function redirectedTo(text: string): string {
+  const url = urlWithoutCredentials(text)
+  return url ? shownUrl(url) : 'another URL'
 }
 
 function decoded(part: string): string {

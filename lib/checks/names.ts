@@ -19,3 +19,15 @@ export function urlWithoutCredentials(text: string): URL | undefined {
   url.password = ''
   return url
 }
+
+/**
+ * A URL as names, reports and messages show it: no userinfo, and every
+ * query value masked (a health URL often carries `?token=…`), parameter
+ * names kept so an operator still sees which URL it was.
+ */
+export function shownUrl(url: URL): string {
+  if (!url.search) return url.href
+  const shown = new URL(url.href)
+  shown.search = [...url.searchParams].map(([k, v]) => (v === '' ? encodeURIComponent(k) : `${encodeURIComponent(k)}=***`)).join('&')
+  return shown.href
+}
