@@ -27,7 +27,8 @@ Against the local Ceph RGW of test/s3/server.sh (started if it does not answer;
 its settings from \`test/s3/server.sh env\`, never the caller's AWS_* variables),
 in a fresh bucket: builds, untimed, a tree holding one file of N MiB (default
 1024) of random bytes and a local artifact of it (backup.sh --path TREE), then
-times, median of --runs (default 1), with GNU time:
+times, median of --runs (default 1; each pair below swaps order from run to
+run, so an even number is fairest), with GNU time:
   upload    backup.sh --output s3://BUCKET/pN --path TREE  (tar | zstd | SHA-256 |
             multipart upload, end to end)
                  vs  tar -cf - TREE | zstd -T0 -3 | node + @aws-sdk/lib-storage
@@ -364,45 +365,67 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, reporter 
     const inProcess: Record<string, number[]> = {}
     for (let i = 0; i < runs; i++) {
       const prefix = `p${i}`
+      // Every other run the pairs swap places: whichever goes first meets the RGW right after a
+      // gigabyte was written and deleted, and a fixed order would charge that to one side.
+      const inOrder = <T,>(pair: [T, T]): [T, T] => (i % 2 === 0 ? pair : [pair[1], pair[0]])
       reporter.line(`run ${i + 1}/${runs}: uploads`)
-      const bare = await time('upload:anchor', ['node', anchor, 'put', bucket, `anchor${i}/files.tar.zst`, archive, String(PART_SIZE), String(QUEUE_SIZE)])
-      ;(inProcess['upload:anchor'] ??= []).push(Number(JSON.parse(bare.stdout).uploadMs) / 1000)
-      // The anchors' copies are not needed again: the RGW keeps everything in RAM.
-      await store.deleteKeys([`anchor${i}/files.tar.zst`])
-      await reclaim()
-      await time('upload:pipeline', [
-        'bash',
-        '-c',
-        'set -o pipefail; tar -cf - -C "$1" tree | zstd -T0 -3 -q | node "$2" put "$3" "$4" - "$5" "$6"',
-        'upload-pipeline',
-        work,
-        anchor,
-        bucket,
-        `pipe${i}/files.tar.zst`,
-        String(PART_SIZE),
-        String(QUEUE_SIZE),
-      ])
-      await store.deleteKeys([`pipe${i}/files.tar.zst`])
-      await reclaim()
+      const uploadAnchor = async () => {
+        const bare = await time('upload:anchor', ['node', anchor, 'put', bucket, `anchor${i}/files.tar.zst`, archive, String(PART_SIZE), String(QUEUE_SIZE)])
+        ;(inProcess['upload:anchor'] ??= []).push(Number(JSON.parse(bare.stdout).uploadMs) / 1000)
+        // The anchors' copies are not needed again: the RGW keeps everything in RAM.
+        await store.deleteKeys([`anchor${i}/files.tar.zst`])
+        await reclaim()
+      }
+      const uploadPipeline = async () => {
+        await time('upload:pipeline', [
+          'bash',
+          '-c',
+          'set -o pipefail; tar -cf - -C "$1" tree | zstd -T0 -3 -q | node "$2" put "$3" "$4" - "$5" "$6"',
+          'upload-pipeline',
+          work,
+          anchor,
+          bucket,
+          `pipe${i}/files.tar.zst`,
+          String(PART_SIZE),
+          String(QUEUE_SIZE),
+        ])
+        await store.deleteKeys([`pipe${i}/files.tar.zst`])
+        await reclaim()
+      }
       // The literal anchor of the issue: ours uploading a finished artifact (backup.sh --copy-to) vs
       // the SDK uploading the same file, each timed around its upload inside the process.
-      const copyDir = join(work, `copy${i}`)
-      const copied = JSON.parse((await time('copy:ours', [join(here, 'backup.sh'), '--output', copyDir, '--path', tree, '--copy-to', `s3://${bucket}/c${i}`, '--json'])).stdout)
-      ;(inProcess['copy:ours'] ??= []).push(Number(copied.copies[0].uploadMs) / 1000)
-      await store.deleteKeys((await store.listObjects(`c${i}/`)).map((o) => o.key))
-      await rm(copyDir, { recursive: true, force: true })
-      await reclaim()
-      const up = await time('upload:ours', [join(here, 'backup.sh'), '--output', `s3://${bucket}/${prefix}`, '--path', tree, '--json'])
-      const name = String(JSON.parse(up.stdout).artifact)
+      const copyOurs = async () => {
+        const copyDir = join(work, `copy${i}`)
+        const copied = JSON.parse((await time('copy:ours', [join(here, 'backup.sh'), '--output', copyDir, '--path', tree, '--copy-to', `s3://${bucket}/c${i}`, '--json'])).stdout)
+        ;(inProcess['copy:ours'] ??= []).push(Number(copied.copies[0].uploadMs) / 1000)
+        await store.deleteKeys((await store.listObjects(`c${i}/`)).map((o) => o.key))
+        await rm(copyDir, { recursive: true, force: true })
+        await reclaim()
+      }
+      // Kept in the bucket for the downloads.
+      let name = ''
+      const uploadOurs = async () => {
+        const up = await time('upload:ours', [join(here, 'backup.sh'), '--output', `s3://${bucket}/${prefix}`, '--path', tree, '--json'])
+        name = String(JSON.parse(up.stdout).artifact)
+      }
+      for (const [first, second] of inOrder([
+        [uploadAnchor, copyOurs],
+        [uploadPipeline, uploadOurs],
+      ])) {
+        for (const run of inOrder([first, second])) await run()
+      }
       const objects = await store.listObjects(`${prefix}/${name}/`)
       artifactBytes = objects.reduce((sum, o) => sum + o.size, 0)
       reporter.line(`run ${i + 1}/${runs}: downloads`)
-      const got = join(work, `get${i}`)
-      await time('download:anchor', ['node', anchor, 'get', bucket, `${prefix}/${name}/`, got])
-      const fetched = (await readdir(got)).length
-      if (fetched !== objects.length) throw runtimeError(`the download anchor fetched ${fetched} of ${objects.length} objects`)
-      await rm(got, { recursive: true, force: true })
-      await time('download:ours', [join(here, 'restore.sh'), '--dry-run', '--json', name], { BACKUP_BASE: `s3://${bucket}/${prefix}`, RESTORE_STAGING_DIR: stage })
+      const downloadAnchor = async () => {
+        const got = join(work, `get${i}`)
+        await time('download:anchor', ['node', anchor, 'get', bucket, `${prefix}/${name}/`, got])
+        const fetched = (await readdir(got)).length
+        if (fetched !== objects.length) throw runtimeError(`the download anchor fetched ${fetched} of ${objects.length} objects`)
+        await rm(got, { recursive: true, force: true })
+      }
+      const downloadOurs = () => time('download:ours', [join(here, 'restore.sh'), '--dry-run', '--json', name], { BACKUP_BASE: `s3://${bucket}/${prefix}`, RESTORE_STAGING_DIR: stage })
+      for (const run of inOrder<() => Promise<unknown>>([downloadAnchor, downloadOurs])) await run()
       await store.deleteKeys(objects.map((o) => o.key))
       await reclaim()
     }
