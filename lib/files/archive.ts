@@ -19,6 +19,11 @@ export const FILES_INDEX = 'files.index.jsonl'
 export const TAR_CREATE_ARGS = [
   '--create',
   '--file=-',
+  // 1 MiB records instead of 10 KiB: tar writes its stream in records, and this process reads
+  // every one of them (for the index) before zstd does. Reading 1 GiB from tar took 1.5-1.7
+  // CPU-seconds with 10 KiB records, 1.0 with 1 MiB. The archive is padded with zeros to a whole
+  // record, which zstd stores in a few bytes; any tar reads it whatever its own record size.
+  '--blocking-factor=2048',
   '--format=posix',
   '--sparse',
   '--xattrs',

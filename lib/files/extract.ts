@@ -97,6 +97,7 @@ export async function extractArchive(
   try {
     await scanTar(unpack.stdout!, {
       flushBeforeHeader: true,
+      dropPadding: true,
       header: async (member) => {
         const next = await entries.next()
         if (next.done) throw refused(`it holds ${JSON.stringify(member.path)}, which is not in the index`)

@@ -27,6 +27,12 @@ export interface ScanHandlers {
   write(chunk: Buffer): Promise<void>
   /** Deliver everything before a member to write() before header() is asked about it (header() switches where bytes go). */
   flushBeforeHeader?: boolean
+  /**
+   * Leave out the zero padding after the end-of-archive marker (checked all the same). For a
+   * `tar -x` being fed: it stops reading at the marker, and archives padded to 1 MiB records
+   * (lib/files/archive.ts) would cut it off with EPIPE.
+   */
+  dropPadding?: boolean
 }
 
 /**
@@ -129,7 +135,7 @@ class Scanner {
     switch (state.kind) {
       case 'trailer': {
         if (buf.some((b) => b !== 0)) throw new TarFormatError('data after the end-of-archive marker')
-        this.emit(buf)
+        if (!this.h.dropPadding) this.emit(buf)
         return buf.length
       }
       case 'header':
