@@ -76,13 +76,22 @@ t.test('a target frozen read-only before the restore is swapped like any other, 
   fillDatabase(db, 300)
   const original = snapshot(db)
   const { path } = await backupOf(t, db)
-  psql('postgres', `ALTER DATABASE "${db}" SET default_transaction_read_only = on; ALTER DATABASE "${db}" SET work_mem = '7MB';`)
+  psql(
+    'postgres',
+    `ALTER DATABASE "${db}" SET default_transaction_read_only = on; ALTER DATABASE "${db}" SET work_mem = '7MB';` +
+      `ALTER DATABASE "${db}" CONNECTION LIMIT 42; COMMENT ON DATABASE "${db}" IS 'Conductor''s primary';`,
+  )
   const r = await run(RESTORE, ['--json', path], pgEnv(db, { RESTORE_POSTGRES: 'true' }))
   t.equal(r.code, 0, r.stderr)
   t.same(snapshot(db), original, 'restored')
   const settings = psql('postgres', `SELECT array_to_string(setconfig, ',') FROM pg_db_role_setting WHERE setdatabase = (SELECT oid FROM pg_database WHERE datname = '${db}') AND setrole = 0;`).trim()
   t.match(settings, /default_transaction_read_only=on/, 'still frozen, as before the restore')
   t.match(settings, /work_mem=7MB/)
+  t.equal(
+    psql('postgres', `SELECT datconnlimit || '|' || shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = '${db}';`).trim(),
+    "42|Conductor's primary",
+    'its connection limit and comment too',
+  )
   psql('postgres', `ALTER DATABASE "${db}" RESET ALL;`)
   // A target closed to new sessions (to keep the application out, or left so by a swap cut short)
   // is restored too: nothing needs to connect to it. Once a bug: its owner was read by connecting.

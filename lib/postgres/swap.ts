@@ -22,8 +22,8 @@ function lockedTarget(err: unknown, target: string): unknown {
  * Gives a freshly restored database the database-level properties of the
  * one it replaces, which pg_dump without --create does not carry:
  * per-database settings (ALTER DATABASE … SET, ALTER ROLE … IN DATABASE
- * … SET) and the grants on the database itself. Owner, encoding and
- * locale are set when it is created.
+ * … SET), the grants on the database itself, its connection limit and its
+ * comment. Owner, encoding and locale are set when it is created.
  */
 export async function copyDatabaseProperties(conn: PgConnection, from: string, to: string): Promise<void> {
   await psql(
@@ -49,9 +49,16 @@ SELECT format('GRANT %s ON DATABASE %I TO %s', a.privilege_type, :'to',
   FROM pg_database d CROSS JOIN LATERAL aclexplode(d.datacl) AS a
  WHERE d.datname = :'from'
 \\gexec
+SELECT format('ALTER DATABASE %I CONNECTION LIMIT %s', :'to', datconnlimit)
+  FROM pg_database WHERE datname = :'from' AND datconnlimit <> -1
+\\gexec
+SELECT format('COMMENT ON DATABASE %I IS %L', :'to', c.text)
+  FROM pg_database d CROSS JOIN LATERAL (SELECT shobj_description(d.oid, 'pg_database') AS text) AS c
+ WHERE d.datname = :'from' AND c.text IS NOT NULL
+\\gexec
 `,
     { from, to },
-    'copying database settings and grants',
+    'copying database settings, grants, connection limit and comment',
   )
 }
 
