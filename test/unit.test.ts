@@ -61,6 +61,18 @@ t.test('flags', async (t) => {
   t.equal(kindOf(() => parseArgs(['--output'], spec)), 'usage', '--output with no value')
   t.equal(kindOf(() => parseArgs(['--output', 'a', '--output', 'b'], spec)), 'usage')
   t.equal(parseArgs(['--dry-run=false'], spec).flags['dry-run'], false)
+  // A value that starts with '-' (a negative duration, a hostile directory name) is named as such, with the way to pass it.
+  const dashed = (() => {
+    try {
+      parseArgs(['--output', '-1h', '--dry-run'], spec)
+    } catch (err) {
+      return err as DrError
+    }
+  })()
+  t.match(dashed, { kind: 'usage', message: /--output needs a value: '-1h' looks like an option/, fix: /--output='?-1h'?$/ })
+  t.equal(parseArgs(['--output=-weird dir'], spec).flags.output, '-weird dir', 'the = spelling takes any value')
+  t.same(parseArgs(['--output', '-'], spec).flags.output, '-', "a lone '-' is a value")
+  t.equal(kindOf(() => parseArgs(['--output', '--dry-run'], spec)), 'usage', 'a known flag after a value flag: no value given')
 })
 
 t.test('DATABASE_URL becomes libpq environment, never argv', async (t) => {

@@ -1,6 +1,6 @@
 import minimist from 'minimist'
 import { usageError } from './errors.ts'
-import { quoteValue } from './escape.ts'
+import { quoteValue, shellWord } from './escape.ts'
 import { parseSwitch } from './switches.ts'
 
 export interface ArgSpec {
@@ -68,10 +68,30 @@ export function wantsJson(argv: readonly string[]): boolean {
 }
 
 /**
+ * minimist takes `--partial-age -1h` as a flag without a value followed by
+ * the options -1 and -h; a directory named `-x` after `--output` likewise.
+ * Named here as what it is, with the spelling that passes such a value.
+ */
+function refuseOptionLikeValues(argv: readonly string[], spec: ArgSpec): void {
+  const takesValue = new Set([...spec.string, ...(spec.repeatable ?? [])])
+  for (let i = 0; i < argv.length - 1; i++) {
+    const arg = argv[i]!
+    if (arg === '--') return
+    const name = /^--([^=]+)$/.exec(arg)?.[1]
+    const next = argv[i + 1]!
+    if (name === undefined || !takesValue.has(name) || !/^-[^-]|^--./.test(next)) continue
+    const shown = quoteValue(next, 60)
+    if (/^--[^=]+/.test(next)) throw usageError(`--${name} needs a value (${shown} follows it)`, `pass --${name} VALUE`)
+    throw usageError(`--${name} needs a value: ${shown} looks like an option`, `to pass a value that starts with '-', write --${name}=${next.length > 60 ? 'VALUE' : shellWord(next)}`)
+  }
+}
+
+/**
  * minimist ignores nothing by default but also rejects nothing; the guide
  * promises unknown flags fail, so every flag is checked against the spec.
  */
 export function parseArgs(argv: readonly string[], spec: ArgSpec): ParsedArgs {
+  refuseOptionLikeValues(argv, spec)
   const settled = settleBooleans(argv, spec)
   const repeatable = new Set(spec.repeatable ?? [])
   const known = new Set<string>([...spec.boolean, ...spec.string, ...repeatable, ...Object.keys(spec.alias ?? {})])
