@@ -159,7 +159,7 @@ export async function runBackup(opts: BackupOptions, reporter: Reporter): Promis
   else {
     // The settings (region, endpoint, a half-set key pair) are checked here; nothing is sent.
     await openStore(location, opts.env, UPLOAD)
-    reporter.line(`output: ${output} (S3; credentials, the bucket and write access are checked by the real run, not by a dry run)`)
+    reporter.line(`output: ${output} (S3${opts.dryRun ? '; credentials, the bucket and write access are checked by the real run, not by a dry run' : ''})`)
   }
   // A local copy's directory is planned like --output's (and created by the real run); a bucket's settings are checked, nothing is sent.
   const copyPlans = new Map<string, DestinationPlan>()
