@@ -1129,3 +1129,15 @@ t.test('a read-only --target is refused by the dry run and the real run alike, n
     t.match(r.stderr, /read-only file system/)
   }
 })
+
+t.test('the stored archive ends at its end-of-archive marker: any tar reading it to the end under pipefail succeeds', async (t) => {
+  // tar writes 1 MiB records; stored with that padding, an earlier release's restore (and a
+  // `zstd -dc | tar -x` under pipefail) failed with EPIPE when tar stopped at the marker.
+  const { bk } = await backedUpDir(t, 'unpadded')
+  const tar = execFileSync('zstd', ['-d', '-q', '-c', join(bk.path, 'files.tar.zst')], { maxBuffer: 8 * 1024 * 1024 })
+  t.equal(tar.length % 512, 0, 'whole blocks')
+  t.ok(tar.length < 1024 * 1024, `not padded to a 1 MiB record: ${tar.length} bytes`)
+  t.ok(tar.subarray(-1024).every((b) => b === 0) && tar.subarray(-1536, -1024).some((b) => b !== 0), 'exactly the two zero blocks at the end')
+  const listed = execFileSync('bash', ['-c', 'set -o pipefail; zstd -d -q -c "$1" | tar -t -f - | wc -l', 'list', join(bk.path, 'files.tar.zst')]).toString().trim()
+  t.ok(Number(listed) >= 3, `tar lists the members: ${listed}`)
+})

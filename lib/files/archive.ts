@@ -22,7 +22,7 @@ export const TAR_CREATE_ARGS = [
   // 1 MiB records instead of 10 KiB: tar writes its stream in records, and this process reads
   // every one of them (for the index) before zstd does. Reading 1 GiB from tar took 1.5-1.7
   // CPU-seconds with 10 KiB records, 1.0 with 1 MiB. The archive is padded with zeros to a whole
-  // record, which zstd stores in a few bytes; any tar reads it whatever its own record size.
+  // record; the scan below leaves that padding out of the stored archive.
   '--blocking-factor=2048',
   '--format=posix',
   '--sparse',
@@ -139,6 +139,9 @@ export async function archiveTrees(
   const scan = (async () => {
     await writeAll(index.stdin!, Buffer.from(indexHeader()))
     await scanTar(tar.stdout!, {
+      // The archive ends right after its end-of-archive marker, not padded to tar's 1 MiB record:
+      // an earlier release's restore feeds tar -x every byte, and tar stops reading at the marker.
+      dropPadding: true,
       header: (member) => {
         // Archived, but tar -x opens it by its whole name: beyond PATH_MAX (4096) no restore can write it.
         // In staging the path gets its root's base name again and a `.NAME.restoring-STAMP-NONCE/` of ~48 bytes.

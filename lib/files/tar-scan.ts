@@ -28,9 +28,10 @@ export interface ScanHandlers {
   /** Deliver everything before a member to write() before header() is asked about it (header() switches where bytes go). */
   flushBeforeHeader?: boolean
   /**
-   * Leave out the zero padding after the end-of-archive marker (checked all the same). For a
-   * `tar -x` being fed: it stops reading at the marker, and archives padded to 1 MiB records
-   * (lib/files/archive.ts) would cut it off with EPIPE.
+   * Leave out the zero padding after the end-of-archive marker (checked all the same): `tar -x`
+   * stops reading at the marker, and a writer still holding up to a 1 MiB record of padding
+   * (lib/files/archive.ts) gets EPIPE. The backup stores archives without it; a restore of an
+   * older, padded one does not pass it on.
    */
   dropPadding?: boolean
 }
