@@ -22,8 +22,9 @@ function lockedTarget(err: unknown, target: string): unknown {
  * Gives a freshly restored database the database-level properties of the
  * one it replaces, which pg_dump without --create does not carry:
  * per-database settings (ALTER DATABASE … SET, ALTER ROLE … IN DATABASE
- * … SET), the grants on the database itself, its connection limit and its
- * comment. Owner, encoding and locale are set when it is created.
+ * … SET), the grants on the database itself and its comment. Owner,
+ * encoding and locale are set when it is created; the connection limit
+ * only at the swap (swapDatabases), after the checks have connected.
  */
 export async function copyDatabaseProperties(conn: PgConnection, from: string, to: string): Promise<void> {
   await psql(
@@ -49,16 +50,13 @@ SELECT format('GRANT %s ON DATABASE %I TO %s', a.privilege_type, :'to',
   FROM pg_database d CROSS JOIN LATERAL aclexplode(d.datacl) AS a
  WHERE d.datname = :'from'
 \\gexec
-SELECT format('ALTER DATABASE %I CONNECTION LIMIT %s', :'to', datconnlimit)
-  FROM pg_database WHERE datname = :'from' AND datconnlimit <> -1
-\\gexec
 SELECT format('COMMENT ON DATABASE %I IS %L', :'to', c.text)
   FROM pg_database d CROSS JOIN LATERAL (SELECT shobj_description(d.oid, 'pg_database') AS text) AS c
  WHERE d.datname = :'from' AND c.text IS NOT NULL
 \\gexec
 `,
     { from, to },
-    'copying database settings, grants, connection limit and comment',
+    'copying database settings, grants and comment',
   )
 }
 
@@ -88,9 +86,14 @@ export async function swapDatabases(conn: PgConnection, target: string, replacem
     }
     await psql(
       admin,
+      // The replaced database's connection limit comes last, in the same transaction: set earlier,
+      // a limit of 0 or 1 kept a non-superuser's checks out of the restored database.
       `${BOUNDED}BEGIN;
 ALTER DATABASE :"target" RENAME TO :"kept";
 ALTER DATABASE :"replacement" RENAME TO :"target";
+SELECT format('ALTER DATABASE %I CONNECTION LIMIT %s', :'target', datconnlimit)
+  FROM pg_database WHERE datname = :'kept' AND datconnlimit <> -1
+\\gexec
 COMMIT;
 `,
       vars,
