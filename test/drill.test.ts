@@ -80,7 +80,8 @@ t.test('failing checks fail the drill with exit 5, and the scratch database is g
   const { db, base } = await fixture(t)
   const server = createServer((req, res) => {
     res.statusCode = req.url === '/ok' ? 200 : 503
-    res.end('health')
+    // Echoes the request, as some health endpoints do: a query token must not reach the report through the body either.
+    res.end(`unhealthy: ${req.url}`)
   })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   t.teardown(() => server.close())

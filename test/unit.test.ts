@@ -7,6 +7,7 @@ import { parseArgs } from '../lib/cli/args.ts'
 import { planPostgres } from '../lib/commands/backup.ts'
 import { digestBuffer } from '../lib/pipeline/checksum.ts'
 import { RECLAIM_EVERY_BYTES, reclaimer } from '../lib/pipeline/reclaim.ts'
+import { shownUrl, urlSecrets } from '../lib/checks/names.ts'
 import { envFlag } from '../lib/cli/switches.ts'
 import { DrError } from '../lib/cli/errors.ts'
 import { MANIFEST_FORMAT, parseManifest, parseManifestSum, serializeManifest, type Manifest } from '../lib/artifact/manifest.ts'
@@ -292,4 +293,11 @@ t.test('reclaimer: one young-generation collection per RECLAIM_EVERY_BYTES of st
   for (let i = 0; i < (2.5 * RECLAIM_EVERY_BYTES) / 65536; i++) note(65536)
   t.same(calls, ['minor', 'minor'])
   t.doesNotThrow(() => reclaimer(undefined)(RECLAIM_EVERY_BYTES * 4))
+})
+
+t.test('a check URL as shown: query values, bare keys and the fragment masked; what to scrub from echoes', async (t) => {
+  t.equal(shownUrl(new URL('http://h:8080/health')), 'http://h:8080/health')
+  t.equal(shownUrl(new URL('http://h/health?token=abc&db=main')), 'http://h/health?token=***&db=***')
+  t.equal(shownUrl(new URL('http://h/health?s3cr3tT0ken#frag=secret')), 'http://h/health?***#***')
+  t.same(urlSecrets(new URL('http://h/health?token=a%2Fb-secret&x=1&bareKeyToken#fragment')).sort(), ['a%2Fb-secret', 'a/b-secret', 'bareKeyToken', 'fragment'].sort())
 })

@@ -1,4 +1,4 @@
-import { checkName, shownUrl, urlWithoutCredentials } from './names.ts'
+import { checkName, shownUrl, urlSecrets, urlWithoutCredentials } from './names.ts'
 import { detailLine, formatMs, outputTail, timed, timerMs } from './result.ts'
 import type { CheckResult } from './types.ts'
 
@@ -49,8 +49,8 @@ export async function checkUrl(text: string, secrets: readonly string[], timeout
   }
   const user = parsed ? decoded(parsed.username) : ''
   const password = parsed ? decoded(parsed.password) : ''
-  const hidden = password ? [...secrets, password, parsed!.password] : secrets
   const url = urlWithoutCredentials(text)
+  const hidden = [...secrets, ...(password ? [password, parsed!.password] : []), ...(url ? urlSecrets(url) : [])]
   return timed(checkName('url', url ? shownUrl(url) : '(not a valid URL)', hidden), 'url', hidden, async () => {
     if (!url) return { ok: false, detail: 'not a valid URL' }
     const headers: Record<string, string> = {}

@@ -26,8 +26,17 @@ export function urlWithoutCredentials(text: string): URL | undefined {
  * names kept so an operator still sees which URL it was.
  */
 export function shownUrl(url: URL): string {
-  if (!url.search) return url.href
+  if (!url.search && !url.hash) return url.href
   const shown = new URL(url.href)
-  shown.search = [...url.searchParams].map(([k, v]) => (v === '' ? encodeURIComponent(k) : `${encodeURIComponent(k)}=***`)).join('&')
+  // A bare key (`?s3cr3t`) may be the token itself.
+  shown.search = [...url.searchParams].map(([k, v]) => (v === '' ? '***' : `${encodeURIComponent(k)}=***`)).join('&')
+  if (url.hash) shown.hash = '***'
   return shown.href
+}
+
+/** What a URL's query and fragment may carry, to scrub from a response body or a redirect that echoes it: values of 4 characters or more, raw and decoded. */
+export function urlSecrets(url: URL): string[] {
+  const found = [...url.searchParams].flatMap(([k, v]) => (v === '' ? [k] : [v]))
+  if (url.hash.length > 1) found.push(url.hash.slice(1))
+  return [...new Set(found.flatMap((v) => [v, encodeURIComponent(v)]))].filter((v) => v.length >= 4)
 }
