@@ -79,7 +79,8 @@ function refuseOptionLikeValues(argv: readonly string[], spec: ArgSpec): void {
     if (arg === '--') return
     const name = /^--([^=]+)$/.exec(arg)?.[1]
     const next = argv[i + 1]!
-    if (name === undefined || !takesValue.has(name) || !/^-[^-]|^--./.test(next)) continue
+    // minimist's own test for "this is an option, not a value".
+    if (name === undefined || !takesValue.has(name) || !/^(-|--)[^-]/.test(next)) continue
     const shown = quoteValue(next, 60)
     if (/^--[^=]+/.test(next)) throw usageError(`--${name} needs a value (${shown} follows it)`, `pass --${name} VALUE`)
     throw usageError(`--${name} needs a value: ${shown} looks like an option`, `to pass a value that starts with '-', write --${name}=${next.length > 60 ? 'VALUE' : shellWord(next)}`)
