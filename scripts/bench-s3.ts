@@ -408,13 +408,13 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, reporter 
         await rm(copyDir, { recursive: true, force: true })
         await reclaim()
       }
-      // Kept in the bucket for the downloads.
-      let name = ''
       const uploadOurs = async () => {
-        const up = await time('upload:ours', [join(here, 'backup.sh'), '--output', `s3://${bucket}/${prefix}`, '--path', tree, '--json'])
+        const up = await time('upload:ours', [join(here, 'backup.sh'), '--output', `s3://${bucket}/up${i}`, '--path', tree, '--json'])
         const doc = JSON.parse(up.stdout)
-        name = String(doc.artifact)
         ;(inProcess['upload:ours'] ??= []).push(Number(doc.durationMs) / 1000)
+        // Gone again like every other step's upload, so that no step runs beside a gigabyte the others do not have.
+        await store.deleteKeys((await store.listObjects(`up${i}/`)).map((o) => o.key))
+        await reclaim()
       }
       for (const [first, second] of inOrder([
         [uploadAnchor, copyOurs],
@@ -422,6 +422,8 @@ await runCli(scriptArgs(process.argv, import.meta.url), async ({ argv, reporter 
       ])) {
         for (const run of inOrder([first, second])) await run()
       }
+      // Untimed: the artifact both downloads fetch.
+      const name = String(JSON.parse((await step('artifact to download', [join(here, 'backup.sh'), '--output', `s3://${bucket}/${prefix}`, '--path', tree, '--json'])).stdout).artifact)
       const objects = await store.listObjects(`${prefix}/${name}/`)
       artifactBytes = objects.reduce((sum, o) => sum + o.size, 0)
       reporter.line(`run ${i + 1}/${runs}: downloads`)
