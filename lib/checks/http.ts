@@ -1,4 +1,4 @@
-import { checkName, shownUrl, urlSecrets, urlWithoutCredentials } from './names.ts'
+import { checkName, shownUrl, shownUrlText, urlSecrets, urlWithoutCredentials } from './names.ts'
 import { detailLine, formatMs, outputTail, timed, timerMs } from './result.ts'
 import type { CheckResult } from './types.ts'
 
@@ -62,7 +62,7 @@ export async function checkUrl(text: string, secrets: readonly string[], timeout
       return { ok: false, detail: detailLine(whyFailed(err, timeoutMs), hidden) }
     }
     const status = `HTTP ${res.status}${res.statusText ? ` ${res.statusText}` : ''}`
-    const via = res.redirected ? ` (redirected to ${redirectedTo(res.url)})` : ''
+    const via = res.redirected ? ` (redirected to ${shownUrlText(res.url) ?? 'another URL'})` : ''
     if (res.ok) {
       await res.body?.cancel().catch(() => {})
       return { ok: true, detail: detailLine(`${status}${via}`, hidden) }
@@ -70,11 +70,6 @@ export async function checkUrl(text: string, secrets: readonly string[], timeout
     const body = await bodyHead(res)
     return { ok: false, detail: detailLine(`${status}${via}`, hidden), output: outputTail(body, hidden) }
   })
-}
-
-function redirectedTo(text: string): string {
-  const url = urlWithoutCredentials(text)
-  return url ? shownUrl(url) : 'another URL'
 }
 
 function decoded(part: string): string {

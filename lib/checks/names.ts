@@ -34,6 +34,12 @@ export function shownUrl(url: URL): string {
   return shown.href
 }
 
+/** `shownUrl` of a URL given as text; undefined when it does not parse. */
+export function shownUrlText(text: string): string | undefined {
+  const url = urlWithoutCredentials(text)
+  return url && shownUrl(url)
+}
+
 /** What a URL's query and fragment may carry, to scrub from a response body or a redirect that echoes it: values of 4 characters or more, raw and decoded. */
 export function urlSecrets(url: URL): string[] {
   const found = [...url.searchParams].flatMap(([k, v]) => (v === '' ? [k] : [v]))

@@ -1,13 +1,13 @@
 import { usageError } from '../cli/errors.ts'
 import { quoteValue } from '../cli/escape.ts'
 import { validateCheckFile } from './check-file.ts'
-import { shownUrl as maskedUrl, urlWithoutCredentials } from './names.ts'
+import { shownUrlText, urlWithoutCredentials } from './names.ts'
 import type { CheckSpec } from './types.ts'
 
 /** A URL as an error message may show it: without userinfo, or not at all when it does not parse (it may hold a password). */
-function shownUrl(text: string): string {
-  const url = urlWithoutCredentials(text)
-  if (url) return quoteValue(maskedUrl(url))
+function urlInMessage(text: string): string {
+  const shown = shownUrlText(text)
+  if (shown !== undefined) return quoteValue(shown)
   return text.includes('@') ? '(not shown: it may contain a password)' : quoteValue(text)
 }
 
@@ -34,13 +34,13 @@ export function validateCheckSpec(spec: CheckSpec): void {
   }
   for (const text of spec.url) {
     const url = urlWithoutCredentials(text)
-    if (!url) throw usageError(`--check-url ${shownUrl(text)} is not a valid URL`, 'use e.g. --check-url http://127.0.0.1:8080/health')
+    if (!url) throw usageError(`--check-url ${urlInMessage(text)} is not a valid URL`, 'use e.g. --check-url http://127.0.0.1:8080/health')
     if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-      throw usageError(`--check-url ${shownUrl(text)} must start with http:// or https://`, 'use e.g. --check-url http://127.0.0.1:8080/health')
+      throw usageError(`--check-url ${urlInMessage(text)} must start with http:// or https://`, 'use e.g. --check-url http://127.0.0.1:8080/health')
     }
     if (url.port !== '' && FETCH_BAD_PORTS.has(Number(url.port))) {
       throw usageError(
-        `--check-url ${shownUrl(text)} uses port ${url.port}, which Node's fetch never connects to (a "bad port" of the fetch standard)`,
+        `--check-url ${urlInMessage(text)} uses port ${url.port}, which Node's fetch never connects to (a "bad port" of the fetch standard)`,
         `serve the health endpoint on another port, or check it with --check-cmd 'curl -fsS URL'`,
       )
     }
